@@ -1,0 +1,281 @@
+"""The feature spec: the single source of truth for every aggregate pitstore computes.
+
+dbt SQL (``pitstore.render_sql``), the Spark job and the Feast ``Field``s are all
+derived from the objects declared here, in the spirit of Chronon's
+``Aggregation(..., windows=[...])``: declare once, compute everywhere.
+
+Semantics (see DESIGN.md): a view holds, per entity and per boundary ``T`` on
+its cadence grid, aggregates over the events with ``T - window <= event_ts < T``
+that were known at the run's watermark ``W``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+AggFunction = Literal[
+    "count",  # number of events in the window
+    "sum",  # exact integer sum (amounts are integer cents)
+    "max",  # largest value, 0 when the window is empty
+    "mean",  # sum / count as float64, 0.0 when the window is empty
+    "count_distinct",  # distinct non-null values of the input column
+    "share",  # events whose boolean input is true / count, 0.0 when empty
+    "fraud_count",  # events carrying a fraud label known at both T and W
+    "fraud_rate",  # fraud_count / count, 0.0 when empty
+]
+DType = Literal["int64", "float64"]
+
+# The bank's home country: a transaction elsewhere is "foreign".
+HOME_COUNTRY = "GB"
+# Channels where the card is not physically present.
+CARD_NOT_PRESENT_CHANNELS = ("ecom",)
+
+_FLOAT_FUNCTIONS = {"mean", "share", "fraud_rate"}
+
+
+def window_label(window: timedelta) -> str:
+    """``timedelta(hours=1)`` -> ``"1h"``, ``timedelta(days=30)`` -> ``"30d"``."""
+    seconds = int(window.total_seconds())
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400}d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class Entity:
+    name: str
+    join_key: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """One aggregation over one input, computed for each of several windows."""
+
+    name: str
+    function: AggFunction
+    input: str | None
+    windows: tuple[timedelta, ...]
+    description: str
+
+    @property
+    def dtype(self) -> DType:
+        return "float64" if self.function in _FLOAT_FUNCTIONS else "int64"
+
+    def features(self) -> list[Feature]:
+        return [
+            Feature(
+                name=f"{self.name}_{window_label(w)}",
+                aggregation=self,
+                window=w,
+                description=f"{self.description} over the last {window_label(w)}",
+            )
+            for w in self.windows
+        ]
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    aggregation: Aggregation
+    window: timedelta
+    description: str
+
+    @property
+    def dtype(self) -> DType:
+        return self.aggregation.dtype
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    name: str
+    entity: Entity
+    cadence: timedelta
+    aggregations: tuple[Aggregation, ...]
+    description: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def features(self) -> list[Feature]:
+        return [f for agg in self.aggregations for f in agg.features()]
+
+    @property
+    def windows(self) -> list[timedelta]:
+        return sorted({w for agg in self.aggregations for w in agg.windows})
+
+    @property
+    def max_window(self) -> timedelta:
+        return max(self.windows)
+
+    @property
+    def ttl(self) -> timedelta:
+        # DESIGN: TTL >= longest window + one cadence, so that no valid value
+        # (the newest sparse row is at most that old while a window is non-empty,
+        # and the all-zero row is written at the boundary where it empties)
+        # ever counts as stale. A zero row older than this is "missing".
+        return self.max_window + self.cadence
+
+    @property
+    def uses_labels(self) -> bool:
+        return any(a.function in ("fraud_count", "fraud_rate") for a in self.aggregations)
+
+    def validate(self) -> None:
+        names = [f.name for f in self.features]
+        if len(names) != len(set(names)):
+            raise ValueError(f"view {self.name}: duplicate feature names {names}")
+        for w in self.windows:
+            if w % self.cadence:
+                raise ValueError(
+                    f"view {self.name}: window {w} is not a multiple of cadence {self.cadence}"
+                )
+
+
+@dataclass(frozen=True)
+class FeatureService:
+    """A model version's features: the same object drives training and serving."""
+
+    name: str
+    views: tuple[FeatureView, ...]
+    description: str
+
+
+# --- Entities ---------------------------------------------------------------
+
+ACCOUNT = Entity("account", "account_id", "A customer's current account (card holder).")
+MERCHANT = Entity("merchant", "merchant_id", "A card acceptor, as identified by the acquirer.")
+
+# --- Inputs -----------------------------------------------------------------
+# Derived boolean inputs: computed once in staging from raw columns, as SQL that
+# both DuckDB and Spark SQL evaluate identically.
+DERIVED_INPUTS: dict[str, str] = {
+    "is_foreign": f"(country <> '{HOME_COUNTRY}')",
+    "is_card_not_present": "(channel in ({}))".format(
+        ", ".join(f"'{c}'" for c in CARD_NOT_PRESENT_CHANNELS)
+    ),
+}
+
+H1, H24 = timedelta(hours=1), timedelta(hours=24)
+D1, D7, D30 = timedelta(days=1), timedelta(days=7), timedelta(days=30)
+
+ACCOUNT_HOURLY = FeatureView(
+    name="account_hourly",
+    entity=ACCOUNT,
+    cadence=H1,
+    description="Short-term account velocity, for card-testing bursts and takeovers.",
+    aggregations=(
+        Aggregation("txn_count", "count", None, (H1, H24), "Number of transactions"),
+        Aggregation("amount_sum", "sum", "amount", (H1, H24), "Total amount in minor units"),
+        Aggregation("amount_max", "max", "amount", (H1, H24), "Largest amount in minor units"),
+        Aggregation(
+            "distinct_merchants", "count_distinct", "merchant_id", (H24,), "Distinct merchants"
+        ),
+    ),
+)
+
+ACCOUNT_DAILY = FeatureView(
+    name="account_daily",
+    entity=ACCOUNT,
+    cadence=D1,
+    description="Longer-term account behaviour: the baseline a fraud deviates from.",
+    aggregations=(
+        Aggregation("txn_count", "count", None, (D7, D30), "Number of transactions"),
+        Aggregation("amount_sum", "sum", "amount", (D7, D30), "Total amount in minor units"),
+        Aggregation("amount_mean", "mean", "amount", (D7, D30), "Mean amount in minor units"),
+        Aggregation("amount_max", "max", "amount", (D7, D30), "Largest amount in minor units"),
+        Aggregation(
+            "distinct_merchants", "count_distinct", "merchant_id", (D30,), "Distinct merchants"
+        ),
+        Aggregation(
+            "distinct_countries", "count_distinct", "country", (D30,), "Distinct countries"
+        ),
+        Aggregation("foreign_share", "share", "is_foreign", (D30,), "Share of foreign txns"),
+        Aggregation(
+            "card_not_present_share",
+            "share",
+            "is_card_not_present",
+            (D30,),
+            "Share of card-not-present transactions",
+        ),
+    ),
+)
+
+MERCHANT_DAILY = FeatureView(
+    name="merchant_daily",
+    entity=MERCHANT,
+    cadence=D1,
+    description="Merchant risk: volume and chargebacks known at the boundary.",
+    aggregations=(
+        Aggregation("txn_count", "count", None, (D7, D30), "Number of transactions"),
+        Aggregation("amount_sum", "sum", "amount", (D7,), "Total amount in minor units"),
+        Aggregation(
+            "chargeback_count",
+            "fraud_count",
+            None,
+            (D30,),
+            "Transactions with a fraud label known at the boundary",
+        ),
+        Aggregation(
+            "chargeback_rate",
+            "fraud_rate",
+            None,
+            (D30,),
+            "Share of transactions with a fraud label known at the boundary",
+        ),
+    ),
+)
+
+FEATURE_VIEWS: tuple[FeatureView, ...] = (ACCOUNT_HOURLY, ACCOUNT_DAILY, MERCHANT_DAILY)
+ENTITIES: tuple[Entity, ...] = (ACCOUNT, MERCHANT)
+
+FRAUD_V1 = FeatureService(
+    name="fraud_v1",
+    views=FEATURE_VIEWS,
+    description="Card fraud model v1: account velocity, account baseline, merchant risk.",
+)
+FEATURE_SERVICES: tuple[FeatureService, ...] = (FRAUD_V1,)
+
+for _view in FEATURE_VIEWS:
+    _view.validate()
+
+
+def view_by_name(name: str) -> FeatureView:
+    for view in FEATURE_VIEWS:
+        if view.name == name:
+            return view
+    known = ", ".join(v.name for v in FEATURE_VIEWS)
+    raise KeyError(f"unknown feature view {name!r}; known views: {known}")
+
+
+def service_by_name(name: str) -> FeatureService:
+    for service in FEATURE_SERVICES:
+        if service.name == name:
+            return service
+    known = ", ".join(s.name for s in FEATURE_SERVICES)
+    raise KeyError(f"unknown feature service {name!r}; known services: {known}")
+
+
+def spec_fingerprint(views: tuple[FeatureView, ...] = FEATURE_VIEWS) -> str:
+    """A stable hash of the definitions: changes whenever a feature's meaning does."""
+    payload = [
+        {
+            "view": v.name,
+            "entity": v.entity.join_key,
+            "cadence_s": v.cadence.total_seconds(),
+            "ttl_s": v.ttl.total_seconds(),
+            "features": [
+                [f.name, f.aggregation.function, f.aggregation.input, f.window.total_seconds()]
+                for f in v.features
+            ],
+        }
+        for v in views
+    ]
+    blob = json.dumps([payload, DERIVED_INPUTS], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,47 @@
+"""Time handling: UTC, microseconds, explicit offsets. Nothing depends on wall-clock time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+class WatermarkError(ValueError):
+    """A watermark (or request timestamp) that cannot be used as given."""
+
+
+def parse_utc(text: str, what: str = "watermark") -> datetime:
+    """Parse an ISO-8601 timestamp that carries an offset; return it in UTC.
+
+    A naive time is refused: guessing a zone is how a batch silently reads the
+    wrong hour of data (DST, servers in other regions).
+    """
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise WatermarkError(
+            f"{what} {text!r} is not an ISO-8601 timestamp (e.g. 2026-01-05T00:00:00+00:00)"
+        ) from exc
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise WatermarkError(
+            f"{what} {text!r} has no UTC offset; write it as e.g. {text}+00:00"
+        )
+    return value.astimezone(UTC)
+
+
+def to_us(value: datetime) -> int:
+    """Microseconds since the epoch (exact, no float rounding)."""
+    if value.tzinfo is None:
+        raise WatermarkError(f"naive datetime {value!r}: pitstore times are UTC-aware")
+    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros // 1_000_000, tz=UTC).replace(
+        microsecond=micros % 1_000_000
+    )
+
+
+def stamp(value: datetime) -> str:
+    """A file-name-safe UTC stamp: 2026-01-05T00:00:00+00:00 -> 20260105T000000Z."""
+    return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -1,0 +1,276 @@
+"""Run the daily batch on the dbt engine and publish its rows to the offline store.
+
+I/O lives here (the CLI's edge): validating the landing zone, invoking dbt
+in-process, and exporting each view's new version file atomically. The
+semantics live in the SQL rendered from the spec (``pitstore.render_sql``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from pitstore import landing
+from pitstore.codegen import DBT_DIR, mart_name
+from pitstore.config import Settings
+from pitstore.spec import FEATURE_VIEWS
+from pitstore.timeutil import stamp, to_us
+
+# The landing contract: a file whose columns differ is schema drift.
+TRANSACTION_COLUMNS = {
+    "transaction_id": "string",
+    "account_id": "string",
+    "card_id": "string",
+    "merchant_id": "string",
+    "merchant_category": "string",
+    "amount": "double",
+    "currency": "string",
+    "channel": "string",
+    "country": "string",
+    "device_id": "string",
+    "event_ts": "string",
+    "ingested_at": "timestamp[us, tz=UTC]",
+}
+LABEL_COLUMNS = {
+    "transaction_id": "string",
+    "is_fraud": "bool",
+    "label_ts": "timestamp[us, tz=UTC]",
+    "ingested_at": "timestamp[us, tz=UTC]",
+}
+
+
+class TransformError(RuntimeError):
+    """A run that must not proceed; the offline store is left as it was."""
+
+
+@dataclass
+class RunSummary:
+    engine: str
+    watermark: str
+    previous_watermark: str | None
+    rows_appended: dict[str, int] = field(default_factory=dict)
+    rows_restated: dict[str, int] = field(default_factory=dict)
+    rows_total: dict[str, int] = field(default_factory=dict)
+    quarantined_new: dict[str, int] = field(default_factory=dict)
+    quarantined_total: int = 0
+    drifted_files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def schema_drift(path: Path, expected: dict[str, str]) -> str | None:
+    """Describe how a landing file's schema differs from the contract, or None."""
+    schema = pq.read_schema(path)
+    actual = {f.name: str(f.type) for f in schema}
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    retyped = sorted(c for c in expected if c in actual and actual[c] != expected[c])
+    if not (missing or extra or retyped):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"missing {missing}")
+    if extra:
+        parts.append(f"unexpected {extra}")
+    if retyped:
+        parts.append(", ".join(f"{c} is {actual[c]} not {expected[c]}" for c in retyped))
+    return "; ".join(parts)
+
+
+def existing_runs(warehouse: Path) -> list[int]:
+    """Watermarks (µs) of the runs already recorded in the warehouse."""
+    if not warehouse.exists():
+        return []
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        tables = {r[0] for r in con.sql("select table_name from duckdb_tables()").fetchall()}
+        if "transform_runs" not in tables:
+            return []
+        return [r[0] for r in con.sql("select watermark_us from transform_runs").fetchall()]
+    finally:
+        con.close()
+
+
+def check_run_order(watermark_us: int, runs: list[int]) -> int | None:
+    """Runs move forward; repeating an earlier run is allowed (it is idempotent).
+
+    Inserting a *new* run before the newest one would leave later versions
+    computed against a history that did not include it, so it is refused.
+    Returns the previous run's watermark, if any.
+    """
+    if runs and watermark_us < max(runs) and watermark_us not in runs:
+        raise TransformError(
+            "watermark is earlier than the newest run and was never run before: "
+            "runs must move forward (re-running an existing watermark is allowed)"
+        )
+    earlier = [r for r in runs if r < watermark_us]
+    return max(earlier) if earlier else None
+
+
+def run_dbt(args: list[str], settings: Settings) -> None:
+    from dbt.cli.main import dbtRunner
+
+    os.environ["PITSTORE_WAREHOUSE"] = str(settings.warehouse)
+    target = settings.home / "dbt" / "target"
+    logs = settings.home / "dbt" / "logs"
+    common = [
+        "--project-dir",
+        str(DBT_DIR),
+        "--profiles-dir",
+        str(DBT_DIR),
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(logs),
+        "--quiet",
+    ]
+    try:
+        result = dbtRunner().invoke([*args, *common])
+    finally:
+        _release_dbt_duckdb()
+    if not result.success:
+        detail = result.exception or _failed_nodes(result.result)
+        raise TransformError(f"dbt {args[0]} failed: {detail}")
+
+
+def _release_dbt_duckdb() -> None:
+    """Close dbt-duckdb's cached database so this process can open the warehouse.
+
+    dbt-duckdb keeps its DuckDB instance open between in-process invocations,
+    and DuckDB refuses a second, differently configured instance on the same file.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        if DuckDBConnectionManager._ENV is not None:
+            DuckDBConnectionManager._ENV.close()
+            DuckDBConnectionManager._ENV = None
+
+
+def _failed_nodes(result: object) -> str:
+    try:
+        return "; ".join(
+            f"{r.node.name}: {r.message}"
+            for r in result  # type: ignore[attr-defined]
+            if str(r.status) in {"error", "fail"}
+        )
+    except TypeError:
+        return str(result)
+
+
+def export_view(con: duckdb.DuckDBPyConnection, view_name: str, out_dir: Path, w_us: int) -> int:
+    """Write the rows run ``W`` created as one parquet file, atomically.
+
+    The file is written under a hidden temporary name and renamed into place,
+    so readers (Feast, training) see either the old store or the new one.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / f"run-{stamp_us(w_us)}.parquet"
+    tmp = out_dir / f".{final.name}.tmp"
+    relation = con.sql(
+        f"select * from {mart_name_for(view_name)} "
+        f"where created_timestamp = make_timestamptz({w_us}::bigint) "
+        "order by all"
+    )
+    relation.write_parquet(str(tmp), compression="zstd")
+    os.replace(tmp, final)
+    return int(pq.read_metadata(final).num_rows)
+
+
+def mart_name_for(view_name: str) -> str:
+    return f"fct_{view_name}"
+
+
+def stamp_us(w_us: int) -> str:
+    from pitstore.timeutil import from_us
+
+    return stamp(from_us(w_us))
+
+
+def transform_dbt(
+    settings: Settings, watermark: datetime, full_refresh: bool = False
+) -> RunSummary:
+    import time
+
+    started = time.perf_counter()
+    manifest = landing.validate_for_watermark(settings.landing, watermark)
+    w_us = to_us(watermark)
+    runs = [] if full_refresh else existing_runs(settings.warehouse)
+    previous = check_run_order(w_us, runs)
+
+    tx_files, drifted = [], []
+    for path in landing.partition_files(manifest, "transactions", watermark):
+        (drifted if schema_drift(path, TRANSACTION_COLUMNS) else tx_files).append(str(path))
+    label_files = [str(p) for p in landing.partition_files(manifest, "labels", watermark)]
+    bad_labels = [p for p in label_files if schema_drift(Path(p), LABEL_COLUMNS)]
+    if bad_labels:
+        raise TransformError(f"label files with schema drift: {bad_labels}")
+    if not tx_files:
+        raise TransformError(
+            f"the landing zone holds no transaction partition at or before "
+            f"{watermark.isoformat()}"
+        )
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    dbt_vars = {
+        "watermark_us": w_us,
+        "transaction_files": tx_files,
+        "label_files": label_files,
+        "drifted_files": drifted,
+    }
+    args = ["run", "--vars", json.dumps(dbt_vars)]
+    if full_refresh:
+        args.append("--full-refresh")
+    run_dbt(args, settings)
+
+    summary = RunSummary(
+        engine="dbt",
+        watermark=watermark.isoformat(),
+        previous_watermark=stamp_us(previous) if previous is not None else None,
+        drifted_files=[Path(p).name for p in drifted],
+    )
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        for view in FEATURE_VIEWS:
+            name = view.name
+            out_dir = settings.offline_view_dir(name)
+            if full_refresh and out_dir.exists():
+                for old in out_dir.glob("*.parquet"):
+                    old.unlink()
+            summary.rows_appended[name] = export_view(con, name, out_dir, w_us)
+            key = view.entity.join_key
+            summary.rows_restated[name] = con.execute(
+                f"select count(*) from {mart_name(view)} n where n.created_timestamp = "
+                f"make_timestamptz({w_us}::bigint) and exists (select 1 from "
+                f"{mart_name(view)} o where o.{key} = n.{key} and "
+                "o.event_timestamp = n.event_timestamp and "
+                "o.created_timestamp < n.created_timestamp)"
+            ).fetchall()[0][0]
+            summary.rows_total[name] = con.execute(
+                f"select count(*) from {mart_name(view)}"
+            ).fetchall()[0][0]
+        for reason, n in con.execute(
+            "select reason, count(*) from quarantine_events where first_seen_watermark = "
+            f"make_timestamptz({w_us}::bigint) group by reason order by reason"
+        ).fetchall():
+            summary.quarantined_new[reason] = n
+        summary.quarantined_total = con.execute(
+            "select count(*) from quarantine_events"
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    summary.seconds = round(time.perf_counter() - started, 3)
+    settings.runs.mkdir(parents=True, exist_ok=True)
+    out = settings.runs / f"dbt-{stamp(watermark)}.json"
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(summary.to_json())
+    os.replace(tmp, out)
+    return summary

@@ -1,0 +1,89 @@
+-- Raw card transactions from the landing zone, typed, normalised to UTC
+-- microseconds and validated. Every raw row stays here: valid rows have a null
+-- quarantine_reason, bad ones say why (they go to quarantine_events, never to
+-- an aggregate). No watermark filter here: downstream models apply it.
+
+with
+
+source as (
+    select * from read_parquet(
+        {{ var('transaction_files') }},
+        filename = true,
+        file_row_number = true
+    )
+),
+
+parsed as (
+    select
+        -- The partition path is stable wherever the landing zone lives.
+        regexp_extract(filename, '(transactions/.*)$', 1) as source_file,
+        file_row_number as source_row,
+        transaction_id,
+        account_id,
+        card_id,
+        merchant_id,
+        merchant_category,
+        amount as raw_amount,
+        currency,
+        channel,
+        country,
+        device_id,
+        event_ts as raw_event_ts,
+        -- Only an explicit offset makes a time unambiguous; naive strings are
+        -- rejected below rather than guessed in some local zone.
+        case
+            when regexp_full_match(event_ts, {{ iso_with_offset_regex() }})
+                then try_cast(event_ts as timestamptz)
+        end as event_at,
+        ingested_at
+    from source
+),
+
+validated as (
+    select
+        *,
+        case
+            when transaction_id is null then 'null transaction_id'
+            when account_id is null then 'null account_id'
+            when merchant_id is null then 'null merchant_id'
+            when ingested_at is null then 'null ingested_at'
+            when raw_amount is null then 'null amount'
+            when isnan(raw_amount) or isinf(raw_amount) then 'amount is NaN or infinite'
+            when raw_amount < 0 then 'negative amount'
+            when raw_amount <> floor(raw_amount) then 'amount is not in whole minor units'
+            when raw_amount > 1e15 then 'amount out of range'
+            when raw_event_ts is null then 'null event_ts'
+            when regexp_full_match(raw_event_ts, {{ iso_naive_regex() }})
+                then 'naive event_ts (no UTC offset)'
+            when event_at is null then 'unparseable event_ts'
+            when event_at > ingested_at then 'event_ts after ingested_at'
+        end as quarantine_reason
+    from parsed
+),
+
+final as (
+    select
+        source_file,
+        source_row,
+        transaction_id,
+        account_id,
+        card_id,
+        merchant_id,
+        merchant_category,
+        case when quarantine_reason is null then try_cast(raw_amount as bigint) end as amount,
+        currency,
+        channel,
+        country,
+        device_id,
+        event_at as event_ts,
+        epoch_us(event_at) as event_us,
+        ingested_at,
+        epoch_us(ingested_at) as ingested_us,
+        {{ derived_inputs() }},
+        raw_amount,
+        raw_event_ts,
+        quarantine_reason
+    from validated
+)
+
+select * from final
