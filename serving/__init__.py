@@ -1,0 +1,1 @@
+"""Online fraud scoring."""

@@ -1,0 +1,100 @@
+"""Build small, hand-shaped landing zones for tests (the same contract as the generator)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+
+from pitstore.generate import GeneratorParams, LandingBatch
+from pitstore.landing import LandingManifest, write_landing
+from pitstore.reference import Event, Label
+from pitstore.timeutil import from_us
+
+TX_SCHEMA = pa.schema(
+    [
+        ("transaction_id", pa.string()),
+        ("account_id", pa.string()),
+        ("card_id", pa.string()),
+        ("merchant_id", pa.string()),
+        ("merchant_category", pa.string()),
+        ("amount", pa.float64()),
+        ("currency", pa.string()),
+        ("channel", pa.string()),
+        ("country", pa.string()),
+        ("device_id", pa.string()),
+        ("event_ts", pa.string()),
+        ("ingested_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+LABEL_SCHEMA = pa.schema(
+    [
+        ("transaction_id", pa.string()),
+        ("is_fraud", pa.bool_()),
+        ("label_ts", pa.timestamp("us", tz="UTC")),
+        ("ingested_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def iso_with_offset(micros: int, offset_minutes: int = 0) -> str:
+    """The instant ``micros`` written in a source system's local offset."""
+    local = from_us(micros).astimezone(
+        UTC if offset_minutes == 0 else __import__("datetime").timezone(
+            timedelta(minutes=offset_minutes)
+        )
+    )
+    text = local.isoformat(timespec="microseconds")
+    return text.replace("+00:00", "Z")
+
+
+def write_events(
+    root: Path,
+    start: datetime,
+    days: int,
+    events: Sequence[Event],
+    labels: Sequence[Label] = (),
+    offsets: Sequence[int] | None = None,
+) -> LandingManifest:
+    """Land ``events`` and ``labels`` partitioned by ingestion date (UTC)."""
+    params = GeneratorParams(accounts=1, merchants=1, days=days, seed=0, start=start, bad_rate=0)
+    tx_rows: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for i, e in enumerate(sorted(events, key=lambda e: (e.ingested_us, e.source_order))):
+        day = from_us(e.ingested_us).date().isoformat()
+        offset = offsets[i % len(offsets)] if offsets else 0
+        tx_rows[day].append(
+            {
+                "transaction_id": e.transaction_id,
+                "account_id": e.account_id,
+                "card_id": "C" + e.account_id,
+                "merchant_id": e.merchant_id,
+                "merchant_category": "grocery",
+                "amount": float(e.amount),
+                "currency": "GBP",
+                "channel": e.channel,
+                "country": e.country,
+                "device_id": None,
+                "event_ts": iso_with_offset(e.event_us, offset),
+                "ingested_at": from_us(e.ingested_us),
+            }
+        )
+    label_rows: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for lab in sorted(labels, key=lambda x: (x.ingested_us, x.source_order)):
+        day = from_us(lab.ingested_us).date().isoformat()
+        label_rows[day].append(
+            {
+                "transaction_id": lab.transaction_id,
+                "is_fraud": lab.is_fraud,
+                "label_ts": from_us(lab.label_us),
+                "ingested_at": from_us(lab.ingested_us),
+            }
+        )
+    tables = {}
+    for day, rows in tx_rows.items():
+        tables[("transactions", day, 0)] = pa.Table.from_pylist(rows, schema=TX_SCHEMA)
+    for day, rows in label_rows.items():
+        tables[("labels", day, 0)] = pa.Table.from_pylist(rows, schema=LABEL_SCHEMA)
+    return write_landing(LandingBatch(params=params, tables=dict(sorted(tables.items()))), root)

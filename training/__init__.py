@@ -1,0 +1,1 @@
+"""Leakage-free training frames and the fraud model."""
