@@ -17,7 +17,6 @@ REQUEST_FEATURES: tuple[str, ...] = (
     "hour_of_day",
     "is_foreign",
     "is_card_not_present",
-    "is_new_device",
     "is_foreign_currency",
 )
 
@@ -25,14 +24,14 @@ REQUEST_FEATURES: tuple[str, ...] = (
 def request_time_features(
     txn: Mapping[str, object],
     account_30d_mean: float | None,
-    known_device: bool | None,
 ) -> dict[str, float]:
     """Features of one transaction request.
 
     ``txn`` has at least ``amount`` (integer minor units), ``event_ts`` (aware
     datetime), ``country``, ``channel``, ``currency``. ``account_30d_mean`` is the
     account's ``amount_mean_30d`` as the scorer sees it (None or 0 when unknown).
-    ``known_device``: whether the account used this device before (None: unknown).
+    (A "new device" flag is deliberately absent: no online store holds device
+    history yet, so serving could not compute what training would see.)
     Missing context gives documented neutral values, never an exception.
     """
     amount = float(txn["amount"])  # type: ignore[arg-type]
@@ -47,6 +46,5 @@ def request_time_features(
         "hour_of_day": float(event_ts.utctimetuple().tm_hour),
         "is_foreign": float(txn.get("country") != HOME_COUNTRY),
         "is_card_not_present": float(txn.get("channel") in CARD_NOT_PRESENT_CHANNELS),
-        "is_new_device": 0.0 if known_device in (None, True) else 1.0,
         "is_foreign_currency": float(txn.get("currency") not in (None, "GBP")),
     }
