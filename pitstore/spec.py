@@ -38,9 +38,9 @@ _FLOAT_FUNCTIONS = {"mean", "share", "fraud_rate"}
 
 
 def window_label(window: timedelta) -> str:
-    """``timedelta(hours=1)`` -> ``"1h"``, ``timedelta(days=30)`` -> ``"30d"``."""
+    """``timedelta(hours=1)`` -> ``"1h"``, ``24h`` -> ``"24h"``, ``30 days`` -> ``"30d"``."""
     seconds = int(window.total_seconds())
-    if seconds % 86400 == 0:
+    if seconds % 86400 == 0 and seconds > 86400:
         return f"{seconds // 86400}d"
     if seconds % 3600 == 0:
         return f"{seconds // 3600}h"

@@ -9,7 +9,7 @@ previous_run as (
 ),
 
 stored as (
-    {% if is_incremental() %}select account_id as entity_key, epoch_us(event_timestamp) as boundary_us, epoch_us(created_timestamp) as created_us, txn_count_1h, txn_count_1d, amount_sum_1h, amount_sum_1d, amount_max_1h, amount_max_1d, distinct_merchants_1d from {{ this }} where epoch_us(created_timestamp) < {{ watermark_us() }}{% else %}select cast(null as varchar) as entity_key, cast(null as bigint) as boundary_us, cast(null as bigint) as created_us, cast(null as bigint) as txn_count_1h, cast(null as bigint) as txn_count_1d, cast(null as bigint) as amount_sum_1h, cast(null as bigint) as amount_sum_1d, cast(null as bigint) as amount_max_1h, cast(null as bigint) as amount_max_1d, cast(null as bigint) as distinct_merchants_1d from (select 1 as x) as one where 1 = 0{% endif %}
+    {% if is_incremental() %}select account_id as entity_key, epoch_us(event_timestamp) as boundary_us, epoch_us(created_timestamp) as created_us, txn_count_1h, txn_count_24h, amount_sum_1h, amount_sum_24h, amount_max_1h, amount_max_24h, distinct_merchants_24h from {{ this }} where epoch_us(created_timestamp) < {{ watermark_us() }}{% else %}select cast(null as varchar) as entity_key, cast(null as bigint) as boundary_us, cast(null as bigint) as created_us, cast(null as bigint) as txn_count_1h, cast(null as bigint) as txn_count_24h, cast(null as bigint) as amount_sum_1h, cast(null as bigint) as amount_sum_24h, cast(null as bigint) as amount_max_1h, cast(null as bigint) as amount_max_24h, cast(null as bigint) as distinct_merchants_24h from (select 1 as x) as one where 1 = 0{% endif %}
 ),
 
 arrivals as (
@@ -60,12 +60,12 @@ point_values as (
         b.entity_key,
         b.boundary_us,
         cast(sum(case when e.event_us >= b.boundary_us - 3600000000 then 1 else 0 end) as bigint) as txn_count_1h,
-        cast(sum(case when e.event_us >= b.boundary_us - 86400000000 then 1 else 0 end) as bigint) as txn_count_1d,
+        cast(sum(case when e.event_us >= b.boundary_us - 86400000000 then 1 else 0 end) as bigint) as txn_count_24h,
         cast(coalesce(sum(case when e.event_us >= b.boundary_us - 3600000000 then e.amount end), 0) as bigint) as amount_sum_1h,
-        cast(coalesce(sum(case when e.event_us >= b.boundary_us - 86400000000 then e.amount end), 0) as bigint) as amount_sum_1d,
+        cast(coalesce(sum(case when e.event_us >= b.boundary_us - 86400000000 then e.amount end), 0) as bigint) as amount_sum_24h,
         cast(coalesce(max(case when e.event_us >= b.boundary_us - 3600000000 then e.amount end), 0) as bigint) as amount_max_1h,
-        cast(coalesce(max(case when e.event_us >= b.boundary_us - 86400000000 then e.amount end), 0) as bigint) as amount_max_1d,
-        cast(count(distinct case when e.event_us >= b.boundary_us - 86400000000 then e.merchant_id end) as bigint) as distinct_merchants_1d
+        cast(coalesce(max(case when e.event_us >= b.boundary_us - 86400000000 then e.amount end), 0) as bigint) as amount_max_24h,
+        cast(count(distinct case when e.event_us >= b.boundary_us - 86400000000 then e.merchant_id end) as bigint) as distinct_merchants_24h
     from points b
     left join view_events e
         on e.entity_key = b.entity_key
@@ -104,8 +104,8 @@ new_rows as (
         on pv.entity_key = c.entity_key and pv.boundary_us = c.boundary_us - 3600000000
     left join stored_latest s
         on s.entity_key = c.entity_key and s.boundary_us = c.boundary_us
-    where (s.boundary_us is null and (v.txn_count_1h <> coalesce(pv.txn_count_1h, 0) or v.txn_count_1d <> coalesce(pv.txn_count_1d, 0) or v.amount_sum_1h <> coalesce(pv.amount_sum_1h, 0) or v.amount_sum_1d <> coalesce(pv.amount_sum_1d, 0) or v.amount_max_1h <> coalesce(pv.amount_max_1h, 0) or v.amount_max_1d <> coalesce(pv.amount_max_1d, 0) or v.distinct_merchants_1d <> coalesce(pv.distinct_merchants_1d, 0)))
-       or (s.boundary_us is not null and (v.txn_count_1h <> s.txn_count_1h or v.txn_count_1d <> s.txn_count_1d or v.amount_sum_1h <> s.amount_sum_1h or v.amount_sum_1d <> s.amount_sum_1d or v.amount_max_1h <> s.amount_max_1h or v.amount_max_1d <> s.amount_max_1d or v.distinct_merchants_1d <> s.distinct_merchants_1d))
+    where (s.boundary_us is null and (v.txn_count_1h <> coalesce(pv.txn_count_1h, 0) or v.txn_count_24h <> coalesce(pv.txn_count_24h, 0) or v.amount_sum_1h <> coalesce(pv.amount_sum_1h, 0) or v.amount_sum_24h <> coalesce(pv.amount_sum_24h, 0) or v.amount_max_1h <> coalesce(pv.amount_max_1h, 0) or v.amount_max_24h <> coalesce(pv.amount_max_24h, 0) or v.distinct_merchants_24h <> coalesce(pv.distinct_merchants_24h, 0)))
+       or (s.boundary_us is not null and (v.txn_count_1h <> s.txn_count_1h or v.txn_count_24h <> s.txn_count_24h or v.amount_sum_1h <> s.amount_sum_1h or v.amount_sum_24h <> s.amount_sum_24h or v.amount_max_1h <> s.amount_max_1h or v.amount_max_24h <> s.amount_max_24h or v.distinct_merchants_24h <> s.distinct_merchants_24h))
 ),
 
 final as (
@@ -114,12 +114,12 @@ final as (
         make_timestamptz(cast(r.boundary_us as bigint)) as event_timestamp,
         make_timestamptz(cast({{ watermark_us() }} as bigint)) as created_timestamp,
     r.txn_count_1h,
-    r.txn_count_1d,
+    r.txn_count_24h,
     r.amount_sum_1h,
-    r.amount_sum_1d,
+    r.amount_sum_24h,
     r.amount_max_1h,
-    r.amount_max_1d,
-    r.distinct_merchants_1d
+    r.amount_max_24h,
+    r.distinct_merchants_24h
     from new_rows r
 )
 

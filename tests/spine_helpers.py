@@ -1,0 +1,79 @@
+"""Helpers shared by the spine tests: random adversarial events, reading the store."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from pitstore.reference import Event, Label, Row
+from pitstore.spec import FeatureView
+from pitstore.timeutil import stamp, to_us
+
+START = datetime(2026, 3, 27, tzinfo=UTC)  # spans the UK DST change (2026-03-29)
+HOUR = 3_600_000_000
+DAY = 24 * HOUR
+
+
+def random_events(seed: int, days: int, n: int) -> tuple[list[Event], list[Label]]:
+    """Adversarial streams: ties, events on boundaries, late events, duplicates, labels."""
+    rng = random.Random(seed)
+    start = to_us(START)
+    events: list[Event] = []
+    labels: list[Label] = []
+    for i in range(n):
+        if rng.random() < 0.3:
+            # Exactly on an hour/day boundary: belongs to the *next* boundary's window.
+            event_us = start + rng.randrange(0, days * 24) * HOUR
+        elif events and rng.random() < 0.15:
+            event_us = events[-1].event_us  # same-timestamp tie
+        else:
+            event_us = start + rng.randrange(0, days * DAY - HOUR)
+        lag = rng.choice([1, 5_000_000, 60_000_000]) if rng.random() < 0.85 else rng.randrange(
+            HOUR, 3 * DAY
+        )
+        ingested = min(event_us + lag, start + days * DAY)
+        e = Event(
+            transaction_id=f"T{seed}-{i}",
+            account_id=f"A{rng.randrange(4)}",
+            merchant_id=f"M{rng.randrange(3)}",
+            amount=rng.choice([0, 1, 250, 1999, 10**9]) if rng.random() < 0.2 else rng.randrange(
+                1, 50_000
+            ),
+            country=rng.choice(["GB", "GB", "GB", "FR", "US"]),
+            channel=rng.choice(["pos", "contactless", "ecom", "atm"]),
+            event_us=event_us,
+            ingested_us=ingested,
+        )
+        events.append(e)
+        if rng.random() < 0.1:  # duplicate delivery, later
+            later = min(ingested + rng.randrange(1, DAY), start + days * DAY)
+            events.append(
+                Event(**{**e.__dict__, "ingested_us": later, "amount": e.amount})  # same content
+            )
+        if rng.random() < 0.15:
+            label_us = event_us + rng.randrange(HOUR, 2 * DAY)
+            label_ingested = min(label_us + rng.randrange(0, 6 * HOUR), start + days * DAY)
+            if label_us <= label_ingested:
+                labels.append(Label(e.transaction_id, rng.random() < 0.8, label_us, label_ingested))
+    return events, labels
+
+
+def offline_rows(offline: Path, view: FeatureView, watermark: datetime | None = None) -> list[Row]:
+    """Rows of a view's offline store (optionally only those one run created)."""
+    pattern = (
+        f"run-{stamp(watermark)}.parquet" if watermark is not None else "run-*.parquet"
+    )
+    files = sorted((offline / view.name).glob(pattern))
+    if not files:
+        return []
+    names = ", ".join(f.name for f in view.features)
+    con = duckdb.connect()
+    rows = con.execute(
+        f"select {view.entity.join_key}, epoch_us(event_timestamp), epoch_us(created_timestamp), "
+        f"{names} from read_parquet({[str(f) for f in files]}) order by all"
+    ).fetchall()
+    con.close()
+    return [tuple(r) for r in rows]
