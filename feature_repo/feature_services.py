@@ -1,8 +1,8 @@
 """One FeatureService per model version; training and serving both use it."""
 
 from feast import FeatureService
-
 from feature_views import FEATURE_VIEW_OBJECTS
+
 from pitstore.spec import FEATURE_SERVICES
 
 SERVICE_OBJECTS = {

@@ -1,10 +1,10 @@
 """Feature views: fields, TTLs and entities all derived from pitstore/spec.py."""
 
+from data_sources import SOURCES
+from entities import ENTITIES
 from feast import FeatureView, Field
 from feast.types import Float64, Int64
 
-from data_sources import SOURCES
-from entities import ENTITIES
 from pitstore.spec import FEATURE_VIEWS
 
 _FEAST_TYPES = {"int64": Int64, "float64": Float64}

@@ -234,5 +234,11 @@ def _settings_for_tests() -> Settings:  # pragma: no cover - convenience for not
     return get_settings()
 
 
+# Scoring API commands (serve, explain): serving/ owns them.
+from pitstore.cli_serving import register as _register_serving  # noqa: E402
+
+_register_serving(app)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

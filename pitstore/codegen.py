@@ -30,9 +30,7 @@ def render_dbt_model(view: FeatureView) -> str:
         watermark_us="{{ watermark_us() }}",
         previous_us="{{ previous_watermark_us() }}",
     )
-    config = (
-        "{{ config(unique_key=['" + key + "', 'event_timestamp', 'created_timestamp']) }}"
-    )
+    config = "{{ config(unique_key=['" + key + "', 'event_timestamp', 'created_timestamp']) }}"
     return (
         f"{GENERATED_HEADER}\n-- Feature view `{view.name}`: {view.description}\n"
         f"{config}\n\n{render_view_sql(view, rel, DUCKDB)}"

@@ -26,7 +26,9 @@ def run_demo(settings: Settings, accounts: int, days: int, console: Console) -> 
     console.rule("1. landing zone")
     manifest = write_landing(generate(params), settings.landing)
     rows = sum(p.rows for p in manifest.partitions)
-    console.print(f"{len(manifest.partitions)} parquet files, {rows} raw rows in {settings.landing}")
+    console.print(
+        f"{len(manifest.partitions)} parquet files, {rows} raw rows in {settings.landing}"
+    )
 
     console.rule("2. Feast registry")
     names = apply(settings)
@@ -38,8 +40,12 @@ def run_demo(settings: Settings, accounts: int, days: int, console: Console) -> 
     restated = dict.fromkeys((v.name for v in FEATURE_VIEWS), 0)
     appended = dict.fromkeys((v.name for v in FEATURE_VIEWS), 0)
     quarantined = 0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("daily runs", total=len(watermarks))
         for w in watermarks:
@@ -72,4 +78,6 @@ def run_demo(settings: Settings, accounts: int, days: int, console: Console) -> 
         if "__" in name:
             shown.add_row(name, str(value))
     console.print(shown)
-    console.print(f"demo finished in {time.perf_counter() - started:.0f} s; data under {settings.home}")
+    console.print(
+        f"demo finished in {time.perf_counter() - started:.0f} s; data under {settings.home}"
+    )

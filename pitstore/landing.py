@@ -33,7 +33,8 @@ from pitstore.generate import DATASETS, GeneratorParams, LandingBatch
 MANIFEST_NAME = "_manifest.json"
 FORMAT = 1
 _PATH_RE = re.compile(
-    r"^(?P<dataset>[a-z_]+)/ingest_date=(?P<date>\d{4}-\d{2}-\d{2})/part-\d{5}\.parquet$")
+    r"^(?P<dataset>[a-z_]+)/ingest_date=(?P<date>\d{4}-\d{2}-\d{2})/part-\d{5}\.parquet$"
+)
 # Our temp files: ".<final name>.tmp-<pid>" next to the final file.
 _TMP_RE = re.compile(r"^\..+\.tmp-\d+$")
 
@@ -51,8 +52,13 @@ class PartitionEntry:
     sha256: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "ingest_date": self.ingest_date.isoformat(),
-                "path": self.path, "rows": self.rows, "sha256": self.sha256}
+        return {
+            "dataset": self.dataset,
+            "ingest_date": self.ingest_date.isoformat(),
+            "path": self.path,
+            "rows": self.rows,
+            "sha256": self.sha256,
+        }
 
 
 @dataclass(frozen=True)
@@ -65,12 +71,19 @@ class LandingManifest:
     format: int = FORMAT
 
     def to_json(self) -> str:
-        return json.dumps({
-            "format": self.format, "params": self.params,
-            "start": self.start.isoformat(),
-            "complete_through": self.complete_through.isoformat(),
-            "partitions": [p.to_dict() for p in self.partitions],
-        }, indent=2) + "\n"
+        return (
+            json.dumps(
+                {
+                    "format": self.format,
+                    "params": self.params,
+                    "start": self.start.isoformat(),
+                    "complete_through": self.complete_through.isoformat(),
+                    "partitions": [p.to_dict() for p in self.partitions],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 def _utc(watermark: datetime, what: str = "watermark") -> datetime:
@@ -79,7 +92,8 @@ def _utc(watermark: datetime, what: str = "watermark") -> datetime:
     if watermark.tzinfo is None or watermark.utcoffset() is None:
         raise LandingError(
             f"{what} {watermark.isoformat()} is naive; pass a timezone-aware UTC datetime "
-            "(a naive time is ambiguous and would make the run unrepeatable)")
+            "(a naive time is ambiguous and would make the run unrepeatable)"
+        )
     return watermark.astimezone(UTC)
 
 
@@ -127,8 +141,10 @@ def _check_file(root: Path, entry: PartitionEntry) -> None:
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256:
-        raise LandingError(f"corrupt file for {where}: sha256 {digest} does not match the "
-                           f"manifest's {entry.sha256}")
+        raise LandingError(
+            f"corrupt file for {where}: sha256 {digest} does not match the "
+            f"manifest's {entry.sha256}"
+        )
     try:
         rows = pq.read_metadata(pa.BufferReader(data)).num_rows
     except Exception as exc:  # pyarrow raises several types for bad files
@@ -144,20 +160,24 @@ def read_manifest(root: Path) -> LandingManifest:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise LandingError(f"no landing manifest at {path}: not a landing zone, or its "
-                           "write was interrupted (the manifest is written last)") from None
+        raise LandingError(
+            f"no landing manifest at {path}: not a landing zone, or its "
+            "write was interrupted (the manifest is written last)"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LandingError(f"unreadable landing manifest {path}: {exc}") from exc
     try:
         if raw["format"] != FORMAT:
-            raise LandingError(f"landing manifest {path} has format {raw['format']!r}; "
-                               f"this code reads format {FORMAT}")
+            raise LandingError(
+                f"landing manifest {path} has format {raw['format']!r}; "
+                f"this code reads format {FORMAT}"
+            )
         start = _utc(datetime.fromisoformat(raw["start"]), "manifest start")
-        through = _utc(datetime.fromisoformat(raw["complete_through"]),
-                       "manifest complete_through")
+        through = _utc(datetime.fromisoformat(raw["complete_through"]), "manifest complete_through")
         if through < start:
-            raise LandingError(f"landing manifest {path}: complete_through {through} is "
-                               f"before start {start}")
+            raise LandingError(
+                f"landing manifest {path}: complete_through {through} is before start {start}"
+            )
         params = raw["params"]
         if not isinstance(params, dict):
             raise LandingError(f"landing manifest {path}: params must be an object")
@@ -166,19 +186,36 @@ def read_manifest(root: Path) -> LandingManifest:
             m = _PATH_RE.match(p["path"])
             # Paths must be exactly ours: no "..", no absolute paths, and the
             # path must agree with the dataset and date it is listed under.
-            if (m is None or m["dataset"] != p["dataset"] or m["date"] != p["ingest_date"]
-                    or p["dataset"] not in DATASETS):
+            if (
+                m is None
+                or m["dataset"] != p["dataset"]
+                or m["date"] != p["ingest_date"]
+                or p["dataset"] not in DATASETS
+            ):
                 raise LandingError(f"landing manifest {path}: bad partition entry {p!r}")
             if not isinstance(p["rows"], int) or not re.fullmatch(r"[0-9a-f]{64}", p["sha256"]):
                 raise LandingError(f"landing manifest {path}: bad rows/sha256 in {p!r}")
-            entries.append(PartitionEntry(p["dataset"], date.fromisoformat(p["ingest_date"]),
-                                          p["path"], p["rows"], p["sha256"]))
+            entries.append(
+                PartitionEntry(
+                    p["dataset"],
+                    date.fromisoformat(p["ingest_date"]),
+                    p["path"],
+                    p["rows"],
+                    p["sha256"],
+                )
+            )
     except LandingError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise LandingError(f"malformed landing manifest {path}: {exc!r}") from exc
-    return LandingManifest(root=root, params=params, start=start, complete_through=through,
-                           partitions=tuple(entries), format=FORMAT)
+    return LandingManifest(
+        root=root,
+        params=params,
+        start=start,
+        complete_through=through,
+        partitions=tuple(entries),
+        format=FORMAT,
+    )
 
 
 def _manifest_for(batch: LandingBatch, root: Path) -> tuple[LandingManifest, dict[str, bytes]]:
@@ -187,13 +224,24 @@ def _manifest_for(batch: LandingBatch, root: Path) -> tuple[LandingManifest, dic
     for key, table in batch.tables.items():
         rel = batch.relative_path(key)
         files[rel] = _serialize(table)
-        entries.append(PartitionEntry(key[0], date.fromisoformat(key[1]), rel,
-                                      table.num_rows, hashlib.sha256(files[rel]).hexdigest()))
+        entries.append(
+            PartitionEntry(
+                key[0],
+                date.fromisoformat(key[1]),
+                rel,
+                table.num_rows,
+                hashlib.sha256(files[rel]).hexdigest(),
+            )
+        )
     entries.sort(key=lambda e: (e.dataset, e.ingest_date, e.path))
     p: GeneratorParams = batch.params
-    return LandingManifest(root=root, params=p.to_dict(), start=p.start,
-                           complete_through=p.complete_through,
-                           partitions=tuple(entries)), files
+    return LandingManifest(
+        root=root,
+        params=p.to_dict(),
+        start=p.start,
+        complete_through=p.complete_through,
+        partitions=tuple(entries),
+    ), files
 
 
 def write_landing(batch: LandingBatch, root: Path) -> LandingManifest:
@@ -211,25 +259,32 @@ def write_landing(batch: LandingBatch, root: Path) -> LandingManifest:
             raise LandingError(
                 f"landing zone {root} was generated with params {existing.params}, not "
                 f"{wanted.params}; the landing zone is append-only: use another --out "
-                "or remove it first")
+                "or remove it first"
+            )
         for entry in existing.partitions:
             _check_file(root, entry)
         if existing.partitions != wanted.partitions:
             raise LandingError(
                 f"landing zone {root} has the same params but different files than this "
                 "generator produces (was the generator changed?); use another --out or "
-                "remove it first")
+                "remove it first"
+            )
         return existing
     if root.exists() and not root.is_dir():
         raise LandingError(f"landing root {root} exists and is not a directory")
     if root.exists():
-        stray = sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                       if p.is_file() and not _TMP_RE.match(p.name)
-                       and p.relative_to(root).as_posix() not in files)
+        stray = sorted(
+            str(p.relative_to(root))
+            for p in root.rglob("*")
+            if p.is_file()
+            and not _TMP_RE.match(p.name)
+            and p.relative_to(root).as_posix() not in files
+        )
         if stray:
             raise LandingError(
                 f"landing root {root} has no manifest but holds other files "
-                f"(e.g. {stray[:3]}); refusing to mix them in: use another --out or remove it")
+                f"(e.g. {stray[:3]}); refusing to mix them in: use another --out or remove it"
+            )
         for p in root.rglob(".*.tmp-*"):
             if p.is_file() and _TMP_RE.match(p.name):
                 p.unlink()  # leftovers of an interrupted write of ours
@@ -252,7 +307,8 @@ def validate_for_watermark(root: Path, watermark: datetime) -> LandingManifest:
         raise LandingError(
             f"watermark {w.isoformat()} is after the landing zone's complete_through "
             f"{manifest.complete_through.isoformat()} ({manifest.root}): its run could not "
-            f"be repeated: data with ingested_at <= W may still arrive")
+            f"be repeated: data with ingested_at <= W may still arrive"
+        )
     for entry in manifest.partitions:
         if entry.ingest_date <= w.date():
             _check_file(manifest.root, entry)
@@ -268,6 +324,8 @@ def partition_files(manifest: LandingManifest, dataset: str, watermark: datetime
     if dataset not in DATASETS:
         raise LandingError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
     day = _utc(watermark).date()
-    return [manifest.root / e.path for e in manifest.partitions
-            if e.dataset == dataset and e.ingest_date <= day]
-
+    return [
+        manifest.root / e.path
+        for e in manifest.partitions
+        if e.dataset == dataset and e.ingest_date <= day
+    ]

@@ -22,9 +22,7 @@ def parse_utc(text: str, what: str = "watermark") -> datetime:
             f"{what} {text!r} is not an ISO-8601 timestamp (e.g. 2026-01-05T00:00:00+00:00)"
         ) from exc
     if value.tzinfo is None or value.utcoffset() is None:
-        raise WatermarkError(
-            f"{what} {text!r} has no UTC offset; write it as e.g. {text}+00:00"
-        )
+        raise WatermarkError(f"{what} {text!r} has no UTC offset; write it as e.g. {text}+00:00")
     return value.astimezone(UTC)
 
 

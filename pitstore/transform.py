@@ -215,8 +215,7 @@ def transform_dbt(
         raise TransformError(f"label files with schema drift: {bad_labels}")
     if not tx_files:
         raise TransformError(
-            f"the landing zone holds no transaction partition at or before "
-            f"{watermark.isoformat()}"
+            f"the landing zone holds no transaction partition at or before {watermark.isoformat()}"
         )
 
     settings.home.mkdir(parents=True, exist_ok=True)

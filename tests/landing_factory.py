@@ -43,9 +43,9 @@ LABEL_SCHEMA = pa.schema(
 def iso_with_offset(micros: int, offset_minutes: int = 0) -> str:
     """The instant ``micros`` written in a source system's local offset."""
     local = from_us(micros).astimezone(
-        UTC if offset_minutes == 0 else __import__("datetime").timezone(
-            timedelta(minutes=offset_minutes)
-        )
+        UTC
+        if offset_minutes == 0
+        else __import__("datetime").timezone(timedelta(minutes=offset_minutes))
     )
     text = local.isoformat(timespec="microseconds")
     return text.replace("+00:00", "Z")

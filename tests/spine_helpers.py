@@ -31,17 +31,19 @@ def random_events(seed: int, days: int, n: int) -> tuple[list[Event], list[Label
             event_us = events[-1].event_us  # same-timestamp tie
         else:
             event_us = start + rng.randrange(0, days * DAY - HOUR)
-        lag = rng.choice([1, 5_000_000, 60_000_000]) if rng.random() < 0.85 else rng.randrange(
-            HOUR, 3 * DAY
+        lag = (
+            rng.choice([1, 5_000_000, 60_000_000])
+            if rng.random() < 0.85
+            else rng.randrange(HOUR, 3 * DAY)
         )
         ingested = min(event_us + lag, start + days * DAY)
         e = Event(
             transaction_id=f"T{seed}-{i}",
             account_id=f"A{rng.randrange(4)}",
             merchant_id=f"M{rng.randrange(3)}",
-            amount=rng.choice([0, 1, 250, 1999, 10**9]) if rng.random() < 0.2 else rng.randrange(
-                1, 50_000
-            ),
+            amount=rng.choice([0, 1, 250, 1999, 10**9])
+            if rng.random() < 0.2
+            else rng.randrange(1, 50_000),
             country=rng.choice(["GB", "GB", "GB", "FR", "US"]),
             channel=rng.choice(["pos", "contactless", "ecom", "atm"]),
             event_us=event_us,
@@ -63,9 +65,7 @@ def random_events(seed: int, days: int, n: int) -> tuple[list[Event], list[Label
 
 def offline_rows(offline: Path, view: FeatureView, watermark: datetime | None = None) -> list[Row]:
     """Rows of a view's offline store (optionally only those one run created)."""
-    pattern = (
-        f"run-{stamp(watermark)}.parquet" if watermark is not None else "run-*.parquet"
-    )
+    pattern = f"run-{stamp(watermark)}.parquet" if watermark is not None else "run-*.parquet"
     files = sorted((offline / view.name).glob(pattern))
     if not files:
         return []

@@ -99,7 +99,7 @@ def test_idempotent_and_catch_up_equals_daily(settings: Settings, tmp_path: Path
 
 
 def latest_values(rows) -> dict:
-    """"As of now": per entity, the value at every boundary from the newest versions."""
+    """ "As of now": per entity, the value at every boundary from the newest versions."""
     newest: dict = {}
     for key, boundary, created, *values in rows:
         if (key, boundary) not in newest or created > newest[(key, boundary)][0]:
@@ -121,9 +121,15 @@ def test_quarantine_keeps_bad_events_out(settings: Settings) -> None:
     write_landing(generate(params), settings.landing)
     summary = transform_dbt(settings, START + timedelta(days=6))
     reasons = set(summary.quarantined_new)
-    assert {"negative amount", "amount is NaN or infinite", "naive event_ts (no UTC offset)",
-            "unparseable event_ts", "event_ts after ingested_at", "null account_id",
-            "schema drift in landing file"} <= reasons, reasons
+    assert {
+        "negative amount",
+        "amount is NaN or infinite",
+        "naive event_ts (no UTC offset)",
+        "unparseable event_ts",
+        "event_ts after ingested_at",
+        "null account_id",
+        "schema drift in landing file",
+    } <= reasons, reasons
     assert summary.drifted_files
     # No quarantined transaction id reaches the clean table the aggregates read.
     import duckdb

@@ -49,25 +49,35 @@ def frame(b: LandingBatch, dataset: str, part: int = 0) -> pd.DataFrame:
 
 def good_rows(tx: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """Rows a transform would accept, with their parsed event_ts."""
-    ok = (tx.transaction_id.notna() & tx.account_id.notna() & tx.merchant_id.notna()
-          & np.isfinite(tx.amount) & (tx.amount > 0) & tx.event_ts.str.match(ISO_WITH_OFFSET))
+    ok = (
+        tx.transaction_id.notna()
+        & tx.account_id.notna()
+        & tx.merchant_id.notna()
+        & np.isfinite(tx.amount)
+        & (tx.amount > 0)
+        & tx.event_ts.str.match(ISO_WITH_OFFSET)
+    )
     good = tx[ok]
     return good, pd.to_datetime(good.event_ts, format="ISO8601", utc=True)
 
 
 # --- params -----------------------------------------------------------------
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"days": -3}, "days must be >= 1, got -3"),
-    ({"accounts": 0}, "accounts must be >= 1"),
-    ({"merchants": 0}, "merchants must be >= 1"),
-    ({"bad_rate": 0.5}, "bad_rate"),
-    ({"bad_rate": -0.1}, "bad_rate"),
-    ({"bad_rate": float("nan")}, "bad_rate"),
-    ({"start": datetime(2026, 1, 5)}, "timezone-aware"),
-    ({"start": datetime(2026, 1, 5, 6, tzinfo=UTC)}, "midnight"),
-    ({"start": datetime(2026, 1, 5, tzinfo=timezone(timedelta(hours=1)))}, "UTC"),
-])
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"days": -3}, "days must be >= 1, got -3"),
+        ({"accounts": 0}, "accounts must be >= 1"),
+        ({"merchants": 0}, "merchants must be >= 1"),
+        ({"bad_rate": 0.5}, "bad_rate"),
+        ({"bad_rate": -0.1}, "bad_rate"),
+        ({"bad_rate": float("nan")}, "bad_rate"),
+        ({"start": datetime(2026, 1, 5)}, "timezone-aware"),
+        ({"start": datetime(2026, 1, 5, 6, tzinfo=UTC)}, "midnight"),
+        ({"start": datetime(2026, 1, 5, tzinfo=timezone(timedelta(hours=1)))}, "UTC"),
+    ],
+)
 def test_params_are_validated(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         GeneratorParams(**kwargs)
@@ -85,18 +95,19 @@ def test_params_round_trip_through_dict() -> None:
 
 # --- determinism --------------------------------------------------------------
 
+
 def test_same_params_same_tables(batch: LandingBatch) -> None:
     again = generate(SMALL)
     assert list(again.tables) == list(batch.tables)
     # bytes, not Table.equals: NaN amounts never compare equal
-    assert all(parquet_bytes(again.tables[k]) == parquet_bytes(t)
-               for k, t in batch.tables.items())
+    assert all(parquet_bytes(again.tables[k]) == parquet_bytes(t) for k, t in batch.tables.items())
     other = generate(GeneratorParams(accounts=300, merchants=60, days=30, seed=12))
     key = ("transactions", "2026-01-10", 0)
     assert parquet_bytes(other.tables[key]) != parquet_bytes(batch.tables[key])
 
 
 # --- schema and layout --------------------------------------------------------
+
 
 def test_schemas_are_exact(batch: LandingBatch) -> None:
     for (dataset, ingest_date, part), table in batch.tables.items():
@@ -107,8 +118,9 @@ def test_schemas_are_exact(batch: LandingBatch) -> None:
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", ingest_date)
 
 
-def test_exactly_one_drift_file_only_with_bad_rate(batch: LandingBatch,
-                                                    clean_batch: LandingBatch) -> None:
+def test_exactly_one_drift_file_only_with_bad_rate(
+    batch: LandingBatch, clean_batch: LandingBatch
+) -> None:
     drift = [k for k in batch.tables if k[2] != 0]
     assert len(drift) == 1 and drift[0][0] == "transactions"
     names = batch.tables[drift[0]].schema.names
@@ -134,11 +146,14 @@ def test_rows_within_a_partition_are_out_of_order(batch: LandingBatch) -> None:
 
 # --- realistic shapes ---------------------------------------------------------
 
+
 def test_fraud_rate_and_patterns(batch: LandingBatch) -> None:
     s = batch.stats
     assert 0.005 <= s["fraud"] / s["transactions"] <= 0.015
-    assert all(s[f"fraud_{kind}"] > 0
-               for kind in ("card_testing", "account_takeover", "compromised_merchant"))
+    assert all(
+        s[f"fraud_{kind}"] > 0
+        for kind in ("card_testing", "account_takeover", "compromised_merchant")
+    )
     tx = frame(batch, "transactions").drop_duplicates("transaction_id")
     labels = frame(batch, "labels")
     fraud = tx.merge(labels[labels.is_fraud], on="transaction_id")
@@ -183,8 +198,11 @@ def test_event_ts_has_offsets_and_ingestion_follows_it(clean_batch: LandingBatch
 
 
 def test_offsets_follow_dst() -> None:
-    b = generate(GeneratorParams(accounts=80, merchants=30, days=12, seed=5,
-                                 start=datetime(2026, 3, 22, tzinfo=UTC)))
+    b = generate(
+        GeneratorParams(
+            accounts=80, merchants=30, days=12, seed=5, start=datetime(2026, 3, 22, tzinfo=UTC)
+        )
+    )
     good, ts = good_rows(frame(b, "transactions"))
     suffix = good.event_ts.str[26:]
     before = ts < pd.Timestamp("2026-03-29T01:00", tz="UTC")
@@ -198,7 +216,8 @@ def test_duplicates_are_identical_and_later(batch: LandingBatch) -> None:
     tx = frame(batch, "transactions")
     tx = tx[tx.transaction_id.notna()]
     dup = tx[tx.duplicated("transaction_id", keep=False)].sort_values(
-        ["transaction_id", "ingested_at"])
+        ["transaction_id", "ingested_at"]
+    )
     assert 0.005 < dup.transaction_id.nunique() / tx.transaction_id.nunique() < 0.02
     assert dup.groupby("transaction_id").size().eq(2).all()
     content = [c for c in dup.columns if c != "ingested_at"]
@@ -217,8 +236,9 @@ def test_labels_arrive_weeks_later(batch: LandingBatch) -> None:
     assert labels.is_fraud.any() and (~labels.is_fraud).any()
 
 
-def test_bad_events_present_only_with_bad_rate(batch: LandingBatch,
-                                               clean_batch: LandingBatch) -> None:
+def test_bad_events_present_only_with_bad_rate(
+    batch: LandingBatch, clean_batch: LandingBatch
+) -> None:
     tx = frame(batch, "transactions")
     assert batch.stats["bad"] >= len(BAD_KINDS)
     assert tx.transaction_id.isna().any() and tx.account_id.isna().any()
@@ -226,8 +246,9 @@ def test_bad_events_present_only_with_bad_rate(batch: LandingBatch,
     assert tx.amount.isna().any() and np.isinf(tx.amount).any() and (tx.amount < 0).any()
     assert (tx.event_ts == "not-a-time").any()
     assert tx.event_ts.str.fullmatch(r"[\d\-]{10}T[\d:]{8}\.\d{6}").any()  # naive
-    parsed = pd.to_datetime(tx.event_ts.where(tx.event_ts.str.match(ISO_WITH_OFFSET)),
-                            format="ISO8601", utc=True)
+    parsed = pd.to_datetime(
+        tx.event_ts.where(tx.event_ts.str.match(ISO_WITH_OFFSET)), format="ISO8601", utc=True
+    )
     assert (parsed > tx.ingested_at).any()
 
     clean = frame(clean_batch, "transactions")

@@ -48,11 +48,15 @@ def scratch(landed: Path, tmp_path: Path) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --- write_landing ------------------------------------------------------------
+
 
 def test_layout_and_manifest_match_the_contract(landed: Path, batch: LandingBatch) -> None:
     raw = json.loads((landed / MANIFEST_NAME).read_text())
@@ -72,11 +76,13 @@ def test_layout_and_manifest_match_the_contract(landed: Path, batch: LandingBatc
     assert files == {MANIFEST_NAME} | {p["path"] for p in raw["partitions"]}  # no temp files
 
 
-def test_same_params_give_identical_bytes(landed: Path, batch: LandingBatch,
-                                          tmp_path: Path) -> None:
+def test_same_params_give_identical_bytes(
+    landed: Path, batch: LandingBatch, tmp_path: Path
+) -> None:
     write_landing(generate(PARAMS), tmp_path / "again")
-    assert ({k: v[0] for k, v in snapshot(tmp_path / "again").items()}
-            == {k: v[0] for k, v in snapshot(landed).items()})
+    assert {k: v[0] for k, v in snapshot(tmp_path / "again").items()} == {
+        k: v[0] for k, v in snapshot(landed).items()
+    }
 
 
 def test_rewrite_with_same_params_is_a_no_op(scratch: Path, batch: LandingBatch) -> None:
@@ -101,8 +107,7 @@ def test_rewrite_onto_a_damaged_zone_is_refused(scratch: Path, batch: LandingBat
         write_landing(batch, scratch)
 
 
-def test_interrupted_write_is_completed(scratch: Path, landed: Path,
-                                        batch: LandingBatch) -> None:
+def test_interrupted_write_is_completed(scratch: Path, landed: Path, batch: LandingBatch) -> None:
     # A crash before the manifest: some files, a stray temp file, no manifest.
     (scratch / MANIFEST_NAME).unlink()
     next(scratch.glob("transactions/*/part-00000.parquet")).unlink()
@@ -110,12 +115,12 @@ def test_interrupted_write_is_completed(scratch: Path, landed: Path,
     with pytest.raises(LandingError, match="no landing manifest"):
         read_manifest(scratch)
     write_landing(batch, scratch)
-    assert ({k: v[0] for k, v in snapshot(scratch).items()}
-            == {k: v[0] for k, v in snapshot(landed).items()})
+    assert {k: v[0] for k, v in snapshot(scratch).items()} == {
+        k: v[0] for k, v in snapshot(landed).items()
+    }
 
 
-def test_foreign_files_without_manifest_are_refused(tmp_path: Path,
-                                                    batch: LandingBatch) -> None:
+def test_foreign_files_without_manifest_are_refused(tmp_path: Path, batch: LandingBatch) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(LandingError, match="holds other files"):
         write_landing(batch, tmp_path)
@@ -123,6 +128,7 @@ def test_foreign_files_without_manifest_are_refused(tmp_path: Path,
 
 
 # --- read_manifest ------------------------------------------------------------
+
 
 def test_read_manifest_errors(scratch: Path, tmp_path: Path) -> None:
     with pytest.raises(LandingError, match="no landing manifest"):
@@ -146,6 +152,7 @@ def test_manifest_paths_are_relative_to_where_the_zone_is(scratch: Path) -> None
 
 # --- validate_for_watermark -----------------------------------------------------
 
+
 def test_validate_accepts_watermarks_up_to_complete_through(landed: Path) -> None:
     assert validate_for_watermark(landed, THROUGH).complete_through == THROUGH
     validate_for_watermark(landed, START + timedelta(hours=50, minutes=7))
@@ -159,8 +166,9 @@ def test_validate_rejects_naive_watermark(landed: Path) -> None:
 
 
 def test_validate_rejects_watermark_past_complete_through(landed: Path) -> None:
-    with pytest.raises(LandingError, match="could not be repeated: data with ingested_at "
-                                           "<= W may still arrive"):
+    with pytest.raises(
+        LandingError, match="could not be repeated: data with ingested_at <= W may still arrive"
+    ):
         validate_for_watermark(landed, THROUGH + timedelta(microseconds=1))
 
 
@@ -194,6 +202,7 @@ def test_validate_detects_unreadable_parquet(scratch: Path) -> None:
 
 
 # --- partition_files ----------------------------------------------------------
+
 
 def test_partition_files_by_watermark_date(landed: Path) -> None:
     m = read_manifest(landed)
