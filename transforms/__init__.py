@@ -1,0 +1,1 @@
+"""Batch transforms: the dbt project (``transforms/dbt``) and the PySpark engine."""

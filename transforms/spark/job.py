@@ -1,0 +1,458 @@
+"""The Spark engine: every feature view from the same spec as dbt, on any Spark master.
+
+    pitstore transform --engine spark --watermark 2026-01-10T00:00:00+00:00 [--master URL]
+    spark-submit transforms/spark/job.py --watermark 2026-01-10T00:00:00Z --home s3a://bucket/pit
+
+Semantics are those of the dbt engine (DESIGN.md; ``transforms/dbt``): staging,
+validation and dedupe are a Spark SQL mirror of the dbt staging models
+(``staging.py``), and each view's rows come from ``render_view_sql(view, rel,
+SPARK)``, the same renderer that generates the dbt marts. Only the state differs:
+
+* stored rows = the view's offline parquet files (``<offline>/<view>/run-*.parquet``);
+* the previous run = the newest watermark < W among ``<offline>/_runs/run-*.json``,
+  the marker each successful run writes *last* (a run that crashed halfway has no
+  marker, so the next run recomputes from the run before it: more work, same rows);
+* dedupe is recomputed from the landing files with ``ingested_at <= W`` (the first
+  ingested copy is the same whichever run first saw it, so this equals dbt's
+  incremental table).
+
+Every output file is written by Spark to ``<view>/.tmp-<W>/`` and moved to
+``<view>/run-<W>.parquet`` (``os.replace`` locally, Hadoop ``FileSystem.rename``
+elsewhere), so readers see the old store or the new one, never half a file.
+The job has no Python UDFs: executors need no pitstore code, only the driver does.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # spark-submit transforms/spark/job.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from pitstore import landing  # noqa: E402
+from pitstore.render_sql import SPARK, Relations, render_view_sql  # noqa: E402
+from pitstore.spec import FEATURE_VIEWS  # noqa: E402
+from pitstore.timeutil import from_us, parse_utc, to_us  # noqa: E402
+from pitstore.transform import (  # noqa: E402
+    LABEL_COLUMNS,
+    TRANSACTION_COLUMNS,
+    RunSummary,
+    TransformError,
+    check_run_order,
+    schema_drift,
+    stamp_us,
+)
+from transforms.spark import staging  # noqa: E402
+from transforms.spark.storage import Store, is_local, join, local_path  # noqa: E402
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from pitstore.config import Settings
+
+DEFAULT_MASTER = "local[*]"
+# Session settings the semantics depend on (set on every session the job uses).
+SPARK_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.parquet.datetimeRebaseModeInWrite": "CORRECTED",
+    "spark.sql.parquet.datetimeRebaseModeInRead": "CORRECTED",
+    "spark.sql.ansi.enabled": "true",
+}
+RUN_MARKERS = "_runs"
+DRIFT_REASON = "schema drift in landing file"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a run reads and writes: local paths or any Hadoop URI."""
+
+    landing: str
+    offline: str
+    runs: str
+
+    @classmethod
+    def from_home(cls, home: str, landing_uri: str | None = None) -> Layout:
+        home = home.rstrip("/")
+        if is_local(home):
+            home = str(local_path(home).resolve())
+        return cls(landing_uri or join(home, "landing"), join(home, "offline"), join(home, "runs"))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Layout:
+        return cls(str(settings.landing), str(settings.offline), str(settings.runs))
+
+    def view_dir(self, view_name: str) -> str:
+        return join(self.offline, view_name)
+
+    @property
+    def markers(self) -> str:
+        return join(self.offline, RUN_MARKERS)
+
+
+def spark_session(master: str | None = DEFAULT_MASTER) -> SparkSession:
+    """The session for a run; ``master=None`` leaves it to spark-submit."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName("pitstore-transform")
+    if master:
+        builder = builder.master(master)
+    for key, value in SPARK_CONF.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def transform_spark(
+    settings: Settings,
+    watermark: datetime,
+    master: str | None = None,
+    full_refresh: bool = False,
+    spark: SparkSession | None = None,
+) -> RunSummary:
+    """``pitstore transform --engine spark``: the run at W, into ``settings``' home."""
+    session = spark or spark_session(master or DEFAULT_MASTER)
+    return run_job(session, Layout.from_settings(settings), watermark, full_refresh)
+
+
+# --- Landing ------------------------------------------------------------------
+
+
+def _validated_manifest(
+    spark: SparkSession, store: Store, layout: Layout, watermark: datetime
+) -> landing.LandingManifest:
+    """``landing.validate_for_watermark``, also for landing zones on remote storage."""
+    if is_local(layout.landing):
+        return landing.validate_for_watermark(local_path(layout.landing), watermark)
+    from pyspark.sql import functions as F
+
+    manifest_uri = join(layout.landing, landing.MANIFEST_NAME)
+    if not store.exists(manifest_uri):
+        raise landing.LandingError(
+            f"no landing manifest at {manifest_uri}: not a landing zone, or its write "
+            "was interrupted (the manifest is written last)"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, landing.MANIFEST_NAME).write_text(store.read_text(manifest_uri))
+        manifest = landing.read_manifest(Path(tmp))
+    if watermark > manifest.complete_through:
+        raise landing.LandingError(
+            f"watermark {watermark.isoformat()} is after the landing zone's complete_through "
+            f"{manifest.complete_through.isoformat()} ({layout.landing}): its run could not "
+            "be repeated: data with ingested_at <= W may still arrive"
+        )
+    wanted = {
+        join(layout.landing, e.path): e
+        for e in manifest.partitions
+        if e.ingest_date <= watermark.date()
+    }
+    if wanted:
+        # Hash the files on the executors: the driver never pulls the landing zone.
+        got = {
+            r.path: r.sha
+            for r in spark.read.format("binaryFile")
+            .load(list(wanted))
+            .select("path", F.sha2("content", 256).alias("sha"))
+            .collect()
+        }
+        for uri, entry in wanted.items():
+            sha = next((v for k, v in got.items() if k.endswith("/" + entry.path)), None)
+            if sha != entry.sha256:
+                raise landing.LandingError(
+                    f"missing or corrupt file for {entry.dataset} partition "
+                    f"ingest_date={entry.ingest_date.isoformat()} ({uri}): sha256 {sha} "
+                    f"does not match the manifest's {entry.sha256}"
+                )
+    return manifest
+
+
+def _partition_uris(
+    layout: Layout, manifest: landing.LandingManifest, dataset: str, watermark: datetime
+) -> list[str]:
+    return [
+        join(layout.landing, p.relative_to(manifest.root).as_posix())
+        for p in landing.partition_files(manifest, dataset, watermark)
+    ]
+
+
+_SPARK_TYPES = {
+    "string": "string",
+    "double": "double",
+    "bool": "boolean",
+    "timestamp[us, tz=UTC]": "timestamp",
+}
+
+
+def _contract_schema(columns: dict[str, str]) -> Any:
+    from pyspark.sql.types import StructType, _parse_datatype_string
+
+    schema = StructType()
+    for name, arrow_type in columns.items():
+        schema.add(name, _parse_datatype_string(_SPARK_TYPES[arrow_type]), nullable=True)
+    return schema
+
+
+def _drift(spark: SparkSession, uri: str, expected: dict[str, str]) -> str | None:
+    """``transform.schema_drift`` (exact arrow types) locally; Spark's view of the
+    footer on remote storage (it cannot tell a timestamp's unit or zone apart)."""
+    if is_local(uri):
+        return schema_drift(local_path(uri), expected)
+    actual = {f.name: f.dataType.simpleString() for f in spark.read.parquet(uri).schema}
+    want = {c: _SPARK_TYPES[t] for c, t in expected.items()}
+    if actual == want:
+        return None
+    return f"columns {sorted(actual.items())}, expected {sorted(want.items())}"
+
+
+def _read_raw(spark: SparkSession, uris: list[str], columns: dict[str, str]) -> DataFrame:
+    schema = _contract_schema(columns)
+    if not uris:
+        from pyspark.sql.types import LongType, StringType
+
+        schema.add("filename", StringType()).add("file_row_number", LongType())
+        return spark.createDataFrame([], schema)
+    return spark.read.schema(schema).parquet(*uris).selectExpr(
+        "*", "_metadata.file_path as filename", "_metadata.row_index as file_row_number"
+    )
+
+
+# --- Runs ---------------------------------------------------------------------
+
+
+def recorded_runs(store: Store, layout: Layout) -> list[int]:
+    """Watermarks (µs) of the runs that completed, from their markers."""
+    runs = []
+    for name in store.list_names(layout.markers):
+        if name.startswith("run-") and name.endswith(".json"):
+            runs.append(int(json.loads(store.read_text(join(layout.markers, name)))["watermark_us"]))
+    return runs
+
+
+def _run_files(store: Store, view_dir: str) -> list[str]:
+    return [
+        join(view_dir, n)
+        for n in store.list_names(view_dir)
+        if n.startswith("run-") and n.endswith(".parquet")
+    ]
+
+
+def _single_part(store: Store, tmp_dir: str) -> str:
+    parts = [n for n in store.list_names(tmp_dir) if n.startswith("part-") and n.endswith("parquet")]
+    if len(parts) != 1:
+        raise TransformError(f"expected one parquet part in {tmp_dir}, found {parts}")
+    return join(tmp_dir, parts[0])
+
+
+def run_job(
+    spark: SparkSession, layout: Layout, watermark: datetime, full_refresh: bool = False
+) -> RunSummary:
+    """Compute and publish every view's rows for the run at ``watermark``."""
+    started = time.perf_counter()
+    for key, value in SPARK_CONF.items():
+        spark.conf.set(key, value)
+    store = Store(spark)
+    if watermark.tzinfo is None or watermark.utcoffset() is None:
+        raise TransformError(f"watermark {watermark.isoformat()} is naive: pass a UTC-aware time")
+    watermark = watermark.astimezone(UTC)
+    manifest = _validated_manifest(spark, store, layout, watermark)
+    w_us = to_us(watermark)
+    previous = check_run_order(w_us, [] if full_refresh else recorded_runs(store, layout))
+    prev_us = -1 if previous is None else previous
+    w_stamp = stamp_us(w_us)
+
+    tx_uris, drifted = [], []
+    for uri in _partition_uris(layout, manifest, "transactions", watermark):
+        (drifted if _drift(spark, uri, TRANSACTION_COLUMNS) else tx_uris).append(uri)
+    label_uris = _partition_uris(layout, manifest, "labels", watermark)
+    bad_labels = [u for u in label_uris if _drift(spark, u, LABEL_COLUMNS)]
+    if bad_labels:
+        raise TransformError(f"label files with schema drift: {bad_labels}")
+    if not tx_uris:
+        raise TransformError(
+            "the landing zone holds no transaction partition at or before "
+            f"{watermark.isoformat()}"
+        )
+
+    _read_raw(spark, tx_uris, TRANSACTION_COLUMNS).createOrReplaceTempView("pit_raw_transactions")
+    _read_raw(spark, label_uris, LABEL_COLUMNS).createOrReplaceTempView("pit_raw_labels")
+    staged_tx = spark.sql(staging.transactions_sql("pit_raw_transactions"))
+    staged_tx.createOrReplaceTempView("pit_stg_transactions")
+    spark.sql(staging.labels_sql("pit_raw_labels")).createOrReplaceTempView("pit_stg_labels")
+    tx = spark.sql(
+        staging.deduped_sql(
+            "pit_stg_transactions", staging.DEDUPED_TRANSACTION_COLUMNS, w_us
+        )
+    ).persist()
+    labels = spark.sql(
+        staging.deduped_sql("pit_stg_labels", staging.DEDUPED_LABEL_COLUMNS, w_us)
+    ).persist()
+    tx.createOrReplaceTempView("pit_transactions")
+    labels.createOrReplaceTempView("pit_labels")
+
+    summary = RunSummary(
+        engine="spark",
+        watermark=watermark.isoformat(),
+        previous_watermark=stamp_us(previous) if previous is not None else None,
+        drifted_files=[u.rsplit("/", 1)[-1] for u in drifted],
+    )
+    try:
+        for view in FEATURE_VIEWS:
+            _run_view(spark, store, layout, view, w_us, prev_us, w_stamp, full_refresh, summary)
+        _count_quarantine(spark, drifted, w_us, previous, summary)
+    finally:
+        tx.unpersist()
+        labels.unpersist()
+
+    if full_refresh:
+        for name in store.list_names(layout.markers):
+            store.delete(join(layout.markers, name))
+    summary.seconds = round(time.perf_counter() - started, 3)
+    store.write_text(join(layout.runs, f"spark-{w_stamp}.json"), summary.to_json())
+    # The marker last: only a run whose every file is in place counts as a run.
+    marker = {"watermark_us": w_us, "watermark": watermark.isoformat(), "engine": "spark"}
+    store.write_text(join(layout.markers, f"run-{w_stamp}.json"), json.dumps(marker) + "\n")
+    return summary
+
+
+def _run_view(
+    spark: SparkSession,
+    store: Store,
+    layout: Layout,
+    view: Any,
+    w_us: int,
+    prev_us: int,
+    w_stamp: str,
+    full_refresh: bool,
+    summary: RunSummary,
+) -> None:
+    key = view.entity.join_key
+    view_dir = layout.view_dir(view.name)
+    files = [] if full_refresh else _run_files(store, view_dir)
+    stored_name = None
+    stored = None
+    if files:
+        stored = spark.read.parquet(*files)
+        stored_name = f"pit_stored_{view.name}"
+        stored.createOrReplaceTempView(stored_name)
+    rel = Relations(
+        transactions="pit_transactions",
+        labels="pit_labels" if view.uses_labels else None,
+        stored=stored_name,
+        watermark_us=str(w_us),
+        previous_us=str(prev_us),
+    )
+    rows = spark.sql(render_view_sql(view, rel, SPARK))
+    tmp_dir = join(view_dir, f".tmp-{w_stamp}")
+    store.delete(tmp_dir)
+    (
+        rows.repartition(1)
+        .sortWithinPartitions(key, "event_timestamp", "created_timestamp")
+        .write.mode("overwrite")
+        .option("compression", "zstd")
+        .parquet(tmp_dir)
+    )
+    part = _single_part(store, tmp_dir)
+    # Counted from the written file, before it replaces anything the inputs read.
+    written = spark.read.parquet(part)
+    appended = written.count()
+    restated = total_before = 0
+    if stored is not None:
+        w_lit = f"timestamp_micros({w_us})"
+        older = stored.where(f"created_timestamp < {w_lit}").select(key, "event_timestamp")
+        restated = written.join(older.distinct(), [key, "event_timestamp"], "left_semi").count()
+        total_before = stored.where(f"created_timestamp <> {w_lit}").count()
+    if full_refresh:
+        for old in _run_files(store, view_dir):
+            store.delete(old)
+    store.replace(part, join(view_dir, f"run-{w_stamp}.parquet"))
+    store.delete(tmp_dir)
+    summary.rows_appended[view.name] = appended
+    summary.rows_restated[view.name] = restated
+    summary.rows_total[view.name] = total_before + appended
+
+
+def _count_quarantine(
+    spark: SparkSession, drifted: list[str], w_us: int, previous: int | None, summary: RunSummary
+) -> None:
+    """quarantine_events' counts: bad rows a run sees, "new" if the previous run did not.
+
+    A row is seen by run W when its file is read (ingest_date <= date(W)) and it is
+    ingested at or before W (or has no ingested_at at all).
+    """
+    prev_day = from_us(previous).date().isoformat() if previous is not None else None
+    seen_before = (
+        "false"
+        if previous is None
+        else (
+            f"regexp_extract(source_file, 'ingest_date=([0-9-]+)', 1) <= '{prev_day}' "
+            f"and (ingested_us is null or ingested_us <= {previous})"
+        )
+    )
+    rows = spark.sql(
+        f"""
+        select reason, count(*) as n, sum(case when {seen_before} then 0 else 1 end) as new
+        from (
+            select quarantine_reason as reason, source_file, ingested_us
+            from pit_stg_transactions where quarantine_reason is not null
+            union all
+            select quarantine_reason, source_file, ingested_us
+            from pit_stg_labels where quarantine_reason is not null
+        ) bad
+        where ingested_us is null or ingested_us <= {w_us}
+        group by reason
+        """
+    ).collect()
+    total = 0
+    for r in sorted(rows, key=lambda r: r.reason):
+        total += r.n
+        if r.new:
+            summary.quarantined_new[r.reason] = int(r.new)
+    for uri in drifted:
+        n = spark.read.parquet(uri).count()
+        total += n
+        day = uri.rsplit("ingest_date=", 1)[-1][:10]
+        if prev_day is None or day > prev_day:
+            summary.quarantined_new[DRIFT_REASON] = summary.quarantined_new.get(DRIFT_REASON, 0) + n
+    summary.quarantined_total = total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="spark-submit transforms/spark/job.py",
+        description="pitstore Spark engine: one transform run at watermark W.",
+    )
+    parser.add_argument("--watermark", "-w", required=True, help="ISO-8601 with offset")
+    parser.add_argument(
+        "--home", required=True, help="PITSTORE_HOME: a local path or Hadoop URI (s3a://...)"
+    )
+    parser.add_argument("--landing", help="landing zone URI (default HOME/landing)")
+    parser.add_argument(
+        "--master", help="Spark master (default: spark-submit's, else local[*])", default=None
+    )
+    parser.add_argument("--full-refresh", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        watermark = parse_utc(args.watermark)
+    except ValueError as exc:
+        parser.error(str(exc))
+    spark = spark_session(args.master)
+    try:
+        summary = run_job(spark, Layout.from_home(args.home, args.landing), watermark,
+                          args.full_refresh)
+    except (landing.LandingError, TransformError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary.to_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
