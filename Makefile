@@ -39,10 +39,15 @@ test-fast: venv redis-server ## Run the tests without Spark
 lint: venv ## ruff + mypy + generated-SQL check
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy && .venv/bin/pitstore codegen --check
 
+# CI size: 200 accounts x 10 daily runs, in Redis DB 15 (flushed) of REDIS_URL's server.
+PARITY_ARGS ?= --accounts 200 --merchants 40 --days 10
+parity: venv redis ## Multi-day simulation: 100% online/offline parity after every run
+	.venv/bin/pitstore parity simulate $(PARITY_ARGS)
+
 codegen: venv ## Regenerate dbt SQL from the feature spec
 	.venv/bin/pitstore codegen
 
 clean: ## Remove generated data (not the venv)
 	rm -rf data transforms/dbt/target transforms/dbt/logs
 
-.PHONY: help venv redis-server redis demo test test-fast lint codegen clean
+.PHONY: help venv redis-server redis demo test test-fast lint codegen clean parity

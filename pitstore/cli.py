@@ -239,6 +239,15 @@ from pitstore.cli_serving import register as _register_serving  # noqa: E402
 
 _register_serving(app)
 
+# Parity checks (online == offline, dbt == Spark): pitstore/cli_parity.py.
+from pitstore.cli_parity import parity_app  # noqa: E402
+
+app.add_typer(parity_app, name="parity")
+
+from pitstore.cli_training import register as _register_training  # noqa: E402
+
+_register_training(app)
+
 
 if __name__ == "__main__":  # pragma: no cover
     app()

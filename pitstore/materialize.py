@@ -19,6 +19,7 @@ landed. A crash leaves the marker at the old ``W``; rerunning heals.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +31,7 @@ import redis
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
-from google.protobuf.timestamp_pb2 import Timestamp
+from feast.value_type import ValueType
 
 from pitstore.config import Settings
 from pitstore.feast_store import FEAST_PROJECT
@@ -105,23 +106,82 @@ def as_known_rows(
         con.close()
 
 
+def _varint(value: int) -> bytes:
+    """Protobuf's base-128 varint of a 64-bit integer (negatives as two's complement)."""
+    value &= 0xFFFF_FFFF_FFFF_FFFF
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# Hand-encoded protobufs, byte-identical to SerializeToString() (tests/
+# test_bench_smoke.py checks them against the real messages):
+# Value(int64_val=v) = field 4, varint; Value(double_val=x) = field 5, fixed64;
+# Timestamp(seconds=s, nanos=n) = field 1 varint, then field 2 varint if n != 0.
+_INT64_TAG = b"\x20"
+_DOUBLE_TAG = b"\x29"
+_SMALL_INT64 = tuple(_INT64_TAG + bytes([i]) for i in range(128))
+_pack_double = struct.Struct("<d").pack
+
+
+def encode_int64(value: int | None) -> bytes:
+    if value is None:
+        return b""  # an unset Value, as Value(int64_val=None) serializes
+    if 0 <= value < 128:
+        return _SMALL_INT64[value]
+    return _INT64_TAG + _varint(value)
+
+
+def encode_double(value: float | None) -> bytes:
+    if value is None:
+        return b""
+    return _DOUBLE_TAG + _pack_double(value)
+
+
+def encode_timestamp_us(micros: int) -> bytes:
+    seconds, rest = divmod(micros, 1_000_000)
+    out = b"\x08" + _varint(seconds) if seconds else b""
+    return out + b"\x10" + _varint(rest * 1000) if rest else out
+
+
+def _key_prefix(join_key: str) -> bytes:
+    """Feast's serialized EntityKey (version 3) up to the value's length."""
+    k = join_key.encode()
+    string = struct.pack("<I", ValueType.STRING.value)
+    return struct.pack("<I", 1) + string + struct.pack("<I", len(k)) + k + string
+
+
 def encode_rows(view: FeatureView, table: pa.Table) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
-    """Feast's Redis hash for each row: ``_ts:<view>`` plus one field per feature."""
+    """Feast's Redis hash for each row: ``_ts:<view>`` plus one field per feature.
+
+    Keys and values are encoded by hand (no per-row protobuf objects): the bytes
+    are exactly those of ``_redis_key`` and ``Value/Timestamp.SerializeToString``.
+    """
     key = view.entity.join_key
     ts_field = f"_ts:{view.name}".encode()
-    fields = [(f.name, feature_field(view.name, f.name), f.dtype) for f in view.features]
-    columns = {name: table.column(name).to_pylist() for name, _, _ in fields}
-    keys = table.column(key).to_pylist()
-    stamps = table.column("event_timestamp").to_pylist()
-    for i, entity in enumerate(keys):
-        ts = Timestamp()
-        ts.FromMicroseconds(to_us(stamps[i]))
-        mapping = {ts_field: ts.SerializeToString()}
-        for name, field, dtype in fields:
-            value = columns[name][i]
-            proto = Value(int64_val=value) if dtype == "int64" else Value(double_val=value)
-            mapping[field] = proto.SerializeToString()
-        yield entity_redis_key(key, entity), mapping
+    names = [f.name for f in view.features]
+    fields = [feature_field(view.name, n) for n in names]
+    encoders = [encode_int64 if f.dtype == "int64" else encode_double for f in view.features]
+    columns = [table.column(n).to_pylist() for n in names]
+    stamps = (
+        table.column("event_timestamp")
+        .cast(pa.timestamp("us", tz="UTC"))
+        .cast(pa.int64())
+        .to_pylist()
+    )
+    prefix = _key_prefix(key)
+    suffix = FEAST_PROJECT.encode()
+    pack_len = struct.Struct("<I").pack
+    plan = list(zip(fields, encoders, columns, strict=True))
+    for i, entity in enumerate(table.column(key).to_pylist()):
+        v = entity.encode()
+        mapping = {ts_field: encode_timestamp_us(stamps[i])}
+        for field, encode, column in plan:
+            mapping[field] = encode(column[i])
+        yield prefix + pack_len(len(v)) + v + suffix, mapping
 
 
 def materialize_view(

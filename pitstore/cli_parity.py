@@ -1,0 +1,233 @@
+"""`pitstore parity ...`: prove online == offline (and dbt == Spark)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+parity_app = typer.Typer(help="Prove online == offline and dbt == Spark.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4%}"
+
+
+def print_online_parity(result: object) -> None:
+    from pitstore.parity import OnlineParity
+
+    assert isinstance(result, OnlineParity)
+    table = Table(title=f"online parity {result.service} W={result.watermark}")
+    for col in (
+        "view",
+        "feature",
+        "compared",
+        "exact",
+        "both missing",
+        "mismatch",
+        "online-only",
+        "offline-only",
+        "SMAPE %",
+        "consistency",
+    ):
+        table.add_column(col, justify="left" if col in ("view", "feature") else "right")
+    for v in result.views:
+        for f in v.features:
+            bad = f.failures > 0
+            table.add_row(
+                v.view,
+                f.feature,
+                str(f.compared),
+                str(f.matches),
+                str(f.both_missing),
+                str(f.mismatches),
+                str(f.online_only),
+                str(f.offline_only),
+                "-" if f.smape_pct is None else f"{f.smape_pct:.4f}",
+                f"[red]{_pct(f.consistency)}[/]" if bad else _pct(f.consistency),
+            )
+    console.print(table)
+    for v in result.views:
+        if v.timestamp_mismatches:
+            console.print(f"[red]{v.view}: {v.timestamp_mismatches} event timestamp mismatches[/]")
+    for m in result.mismatches:
+        console.print(
+            f"  [red]{m.kind}[/] {m.view}.{m.feature} {m.entity}: online={m.online_value!r} "
+            f"(ts {m.online_event_timestamp}) offline={m.offline_value!r} "
+            f"(ts {m.offline_event_timestamp}, created {m.offline_created_timestamp})"
+        )
+    verdict = "[green]PASS[/]" if result.passed else "[bold red]FAIL[/]"
+    console.print(
+        f"{verdict}: {result.compared} values compared over {result.entities}, "
+        f"{result.failures} failures, consistency {_pct(result.consistency)} "
+        f"({result.seconds} s)"
+    )
+
+
+@parity_app.command("online")
+def online(
+    watermark: Annotated[
+        str,
+        typer.Option("--watermark", "-w", help="W, ISO-8601 with offset: compare at ts = W."),
+    ],
+    service: Annotated[str, typer.Option(help="Feature service.")] = "fraud_v1",
+    sample: Annotated[
+        int | None, typer.Option(help="Compare a deterministic sample of N entities per type.")
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Compare every entity (the default).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the --sample draw.")] = 0,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the JSON + Markdown report (default PITSTORE_HOME/reports/parity)."
+        ),
+    ] = None,
+    section: Annotated[
+        list[Path] | None,
+        typer.Option(help="Add a section from a JSON file (e.g. engine parity results)."),
+    ] = None,
+    max_mismatches: Annotated[int, typer.Option(help="Mismatches listed in the report.")] = 20,
+) -> None:
+    """Online values (Redis, at W) vs offline as_known at ts = W. Exit 1 on any mismatch."""
+    from pitstore.config import get_settings
+    from pitstore.parity import (
+        ExternalSection,
+        ParityError,
+        ParityReport,
+        check_online,
+        report_stem,
+    )
+    from pitstore.spec import service_by_name
+    from pitstore.timeutil import WatermarkError, parse_utc
+
+    if all_ and sample is not None:
+        _fail("give either --sample N or --all, not both")
+    if sample is not None and sample < 1:
+        _fail("--sample must be >= 1")
+    try:
+        w = parse_utc(watermark)
+        svc = service_by_name(service)
+    except (WatermarkError, KeyError) as exc:
+        _fail(str(exc))
+        raise
+    settings = get_settings()
+    try:
+        extra = [ExternalSection.load(p) for p in section or []]
+        result = check_online(
+            settings, svc, w, sample=sample, seed=seed, max_mismatches=max_mismatches
+        )
+    except (ParityError, OSError, ValueError) as exc:
+        _fail(str(exc))
+        raise
+    print_online_parity(result)
+    report = ParityReport(f"pitstore parity: {svc.name} at {w.isoformat()}", [result, *extra])
+    out = report_dir or settings.home / "reports" / "parity"
+    json_path, md_path = report.write(out, report_stem(svc.name, w))
+    console.print(f"report: {json_path} and {md_path}")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@parity_app.command("simulate")
+def simulate(
+    accounts: Annotated[int, typer.Option(help="Accounts in the generated data.")] = 200,
+    merchants: Annotated[int, typer.Option(help="Merchants in the generated data.")] = 40,
+    days: Annotated[int, typer.Option(help="Daily runs (and days of data).")] = 10,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 7,
+    home: Annotated[
+        Path | None,
+        typer.Option(help="Simulation home, wiped first (default PITSTORE_HOME/simulation)."),
+    ] = None,
+    redis_db: Annotated[
+        int, typer.Option(help="Redis database of REDIS_URL's server to use; it is FLUSHED.")
+    ] = 15,
+    materializer: Annotated[
+        str, typer.Option(help="pitstore, or feast (Feast's own materialize: shows the trap).")
+    ] = "pitstore",
+) -> None:
+    """Daily transform + materialize with late events, duplicates and restatements;
+    full online parity after every run must be 100%."""
+    from urllib.parse import urlparse, urlunparse
+
+    from pitstore.config import Settings, get_settings
+    from pitstore.simulate import SimParams, SimRun, run_simulation
+
+    if materializer not in ("pitstore", "feast"):
+        _fail("--materializer must be pitstore or feast")
+    base = get_settings()
+    url = urlparse(base.redis_url)
+    if url.path.lstrip("/") == str(redis_db):
+        _fail(f"--redis-db {redis_db} is REDIS_URL's own database: pick another one")
+    sim_settings = Settings(
+        pitstore_home=home or base.home / "simulation",
+        redis_url=urlunparse(url._replace(path=f"/{redis_db}")),
+    )
+    params = SimParams(
+        accounts=accounts,
+        merchants=merchants,
+        days=days,
+        seed=seed,
+        materializer=materializer,  # type: ignore[arg-type]
+    )
+    table = Table(title=f"parity simulation: {accounts} accounts x {days} days ({materializer})")
+    for col in (
+        "run W",
+        "appended",
+        "restated",
+        "newest restated",
+        "compared",
+        "failures",
+        "consistency",
+        "transform s",
+        "materialize s",
+        "parity s",
+    ):
+        table.add_column(col, justify="left" if col == "run W" else "right")
+
+    def on_run(run: SimRun) -> None:
+        p = run.parity
+        table.add_row(
+            run.watermark,
+            str(run.rows_appended),
+            str(run.rows_restated),
+            str(run.newest_restated),
+            str(p.compared),
+            str(p.failures),
+            _pct(p.consistency) if p.passed else f"[red]{_pct(p.consistency)}[/]",
+            f"{run.transform_s:.2f}",
+            f"{run.materialize_s:.2f}",
+            f"{p.seconds:.2f}",
+        )
+        mark = "ok" if p.passed else "FAIL"
+        console.print(f"  {run.watermark}: {mark} ({p.failures} failures)")
+
+    try:
+        result = run_simulation(sim_settings, params, on_run=on_run)
+    except RuntimeError as exc:
+        _fail(str(exc))
+        raise
+    console.print(table)
+    for run in result.runs:
+        for m in run.parity.mismatches[:5]:
+            console.print(
+                f"  [red]{run.watermark} {m.kind}[/] {m.view}.{m.feature} {m.entity}: "
+                f"online={m.online_value!r} offline={m.offline_value!r}"
+            )
+    verdict = (
+        "[green]PASS[/]: 100% parity after every run" if result.passed else "[bold red]FAIL[/]"
+    )
+    console.print(f"{verdict} ({len(result.runs)} runs, {result.seconds} s)")
+    if not result.passed:
+        raise typer.Exit(1)

@@ -1,0 +1,180 @@
+"""The scoring API (FastAPI). Routes are thin; the flow lives in ``serving.service``.
+
+POST /v1/score                 a transaction -> a logged decision
+GET  /v1/decisions/{id}        the logged decision, as written to the audit log
+GET  /healthz                  the process is up
+GET  /readyz                   Redis answers within budget and a model is loaded
+GET  /metrics                  Prometheus
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.audit import AuditError, AuditLog, find_decision
+from serving.metrics import Metrics
+from serving.schemas import ScoreRequest, time_window_error
+from serving.scoring import Model
+from serving.service import ScoringService
+from serving.settings import ServingSettings
+
+log = logging.getLogger("pitstore.serving")
+
+
+def load_model(settings: ServingSettings) -> Model | None:
+    """The configured model version via the training registry; None if unavailable."""
+    try:
+        from training.registry import load_model as registry_load
+
+        return registry_load(settings.pitstore_settings(), settings.model_version)
+    except Exception as exc:  # serve fallback decisions rather than refuse to start
+        log.error("no model loaded (%s): every decision will be a fallback", exc)
+        return None
+
+
+def invalid(fields: list[dict[str, str]]) -> JSONResponse:
+    message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return JSONResponse(
+        status_code=422, content={"error": f"invalid request: {message}", "fields": fields}
+    )
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with a 422 naming ``body`` (chunked too)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        too_big = invalid(
+            [{"field": "body", "message": f"request body exceeds {self.limit} bytes"}]
+        )
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await too_big(scope, receive, send)
+            return
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await too_big(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def get_service(request: Request) -> ScoringService:
+    return request.app.state.service
+
+
+def get_now() -> datetime:
+    return datetime.now(UTC)
+
+
+Service = Annotated[ScoringService, Depends(get_service)]
+Now = Annotated[datetime, Depends(get_now)]
+
+
+def create_app(settings: ServingSettings | None = None) -> FastAPI:
+    settings = settings or ServingSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics = Metrics()
+        audit = AuditLog(settings.resolved_audit_dir, settings.audit_rotate_mb * 2**20)
+        app.state.service = ScoringService(settings, load_model(settings), audit, metrics)
+        try:
+            yield
+        finally:
+            app.state.service.close()
+
+    app = FastAPI(title="pitstore scoring", version="1", lifespan=lifespan)
+    app.state.settings = settings
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.url.path == "/v1/score":
+            request.app.state.service.metrics.requests.labels("422", "", "").inc()
+        fields = []
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+            fields.append({"field": ".".join(loc) or "body", "message": str(err.get("msg"))})
+        return invalid(fields)
+
+    @app.exception_handler(Exception)
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(status_code=503, content={"error": "internal error; no decision"})
+
+    @app.post("/v1/score")
+    async def score(req: ScoreRequest, service: Service, now: Now) -> JSONResponse:
+        started = time.perf_counter()
+        problem = time_window_error(req, now, settings.max_clock_skew_s, settings.max_event_age_s)
+        m = service.metrics
+        if problem:
+            m.requests.labels("422", "", "").inc()
+            return invalid([{"field": "event_ts", "message": problem}])
+        try:
+            record = await service.score(req, started, now)
+        except AuditError as exc:
+            log.error("%s", exc)
+            m.requests.labels("503", "", "").inc()
+            return JSONResponse(
+                status_code=503,
+                content={"error": "audit log unavailable: no decision was made", "retry": True},
+            )
+        m.latency.observe(time.perf_counter() - started)
+        m.requests.labels("200", record["decision"], str(record["fallback"] or "false")).inc()
+        return JSONResponse(record)
+
+    @app.get("/v1/decisions/{decision_id}")
+    async def decision(decision_id: str) -> JSONResponse:
+        record = await asyncio.to_thread(find_decision, settings.resolved_audit_dir, decision_id)
+        if record is None:
+            return JSONResponse(
+                status_code=404, content={"error": f"no decision {decision_id!r} in the audit log"}
+            )
+        return JSONResponse(record)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(service: Service) -> JSONResponse:
+        state: dict[str, Any] = await service.ready()
+        ok = state["redis"] and state["model_loaded"]
+        return JSONResponse(status_code=200 if ok else 503, content={"ready": ok, **state})
+
+    @app.get("/metrics")
+    async def metrics(service: Service) -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,61 @@
+"""Prometheus metrics of the scoring service (one registry per app instance)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+AGE_BUCKETS = (60, 600, 3600, 3 * 3600, 6 * 3600, 86_400, 2 * 86_400, 7 * 86_400, 31 * 86_400)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "pitstore_score_requests",
+            "Scoring requests answered, by HTTP status, decision and fallback flag.",
+            ("status", "decision", "fallback"),
+            registry=r,
+        )
+        self.latency = Histogram(
+            "pitstore_score_latency_seconds",
+            "Time to answer /v1/score (validation to audit fsync).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "pitstore_score_fallbacks",
+            "Fallback decisions, by reason.",
+            ("reason",),
+            registry=r,
+        )
+        self.feature_age = Histogram(
+            "pitstore_feature_age_seconds",
+            "Age of the served feature row (request time - its event_timestamp), by view.",
+            ("view",),
+            buckets=AGE_BUCKETS,
+            registry=r,
+        )
+        self.feature_stale = Counter(
+            "pitstore_feature_stale",
+            "Feature rows older than their view's TTL (treated as missing), by view.",
+            ("view",),
+            registry=r,
+        )
+        self.feature_missing = Counter(
+            "pitstore_feature_missing",
+            "Entities with no row in a view, by view.",
+            ("view",),
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "pitstore_redis_errors",
+            "Online reads that failed or ran past their deadline, by kind.",
+            ("kind",),
+            registry=r,
+        )
+        self.audit_records = Counter(
+            "pitstore_audit_records", "Decisions durably appended to the audit log.", registry=r
+        )
+        self.model_loaded = Gauge("pitstore_model_loaded", "1 when a model is loaded.", registry=r)

@@ -1,0 +1,248 @@
+"""The scoring service: online read under a deadline, model or fallback, audit record.
+
+Routes in ``serving.app`` stay thin; this module owns the per-request flow:
+
+1. read the model's FeatureService from Redis (``pitstore.online_read``) in a
+   worker thread, with socket timeouts AND an asyncio deadline of
+   ``budget_ms * redis_share``; TTL-expired views count as missing;
+2. if the read failed, timed out, or any view is missing/stale: the documented
+   fallback rules (``serving.fallback``); otherwise the model (``serving.scoring``);
+3. build the audit record (request, feature values with their timestamps and
+   ages, model input, model version, threshold, score, decision, fallback
+   reason, latency) and append it durably; only then is it returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from pitstore.online_read import OnlineReadError, OnlineRow, read_features
+from pitstore.spec import FeatureService, service_by_name
+from serving import fallback as fb
+from serving.audit import AuditLog, new_decision_id
+from serving.metrics import Metrics
+from serving.schemas import ScoreRequest
+from serving.scoring import Model, model_input, request_features, review_band, score_row
+from serving.settings import ServingSettings
+
+log = logging.getLogger("pitstore.serving")
+ACCOUNT_KEY = "account_id"
+
+
+def make_redis(settings: ServingSettings) -> redis.Redis:
+    """A client that never waits longer than the Redis share of the budget.
+
+    One retry (no backoff) heals a pooled connection that a Redis restart broke;
+    the pool reconnects by itself, so scoring resumes when Redis is back.
+    """
+    timeout = settings.redis_timeout_s
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 1),
+        max_connections=64,
+    )
+
+
+@dataclass
+class FeatureRead:
+    row: OnlineRow | None
+    failure: str | None  # a fallback reason when the read itself failed
+
+
+class ScoringService:
+    def __init__(
+        self,
+        settings: ServingSettings,
+        model: Model | None,
+        audit: AuditLog,
+        metrics: Metrics,
+        client: redis.Redis | None = None,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.audit = audit
+        self.metrics = metrics
+        self.client = client or make_redis(settings)
+        self.redis_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="redis-read")
+        self.service: FeatureService | None = (
+            service_by_name(model.card["feature_service"]) if model is not None else None
+        )
+        metrics.model_loaded.set(1 if model is not None else 0)
+
+    @property
+    def model_version(self) -> str | None:
+        return None if self.model is None else str(self.model.card["version"])
+
+    # --- the online read ---------------------------------------------------------
+
+    async def read(self, req: ScoreRequest) -> FeatureRead:
+        assert self.service is not None
+        rows = [{"account_id": req.account_id, "merchant_id": req.merchant_id}]
+        keys = {v.entity.join_key for v in self.service.views}
+        rows = [{k: v for k, v in rows[0].items() if k in keys}]
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            self.redis_pool, read_features, self.client, self.service, rows, req.event_ts
+        )
+        try:
+            result = await asyncio.wait_for(future, timeout=self.settings.redis_timeout_s)
+        except TimeoutError:
+            self.metrics.redis_errors.labels("deadline").inc()
+            return FeatureRead(None, fb.REDIS_TIMEOUT)
+        except OnlineReadError as exc:
+            timed_out = isinstance(exc.__cause__, redis.exceptions.TimeoutError)
+            self.metrics.redis_errors.labels("timeout" if timed_out else "error").inc()
+            return FeatureRead(None, fb.REDIS_TIMEOUT if timed_out else fb.REDIS_UNAVAILABLE)
+        return FeatureRead(result[0], None)
+
+    def classify(self, row: OnlineRow) -> str | None:
+        """None if every view is usable, else the fallback reason."""
+        assert self.service is not None
+        account_views = [v.name for v in self.service.views if v.entity.join_key == ACCOUNT_KEY]
+        reads = row.views
+        for name, vr in reads.items():
+            if vr.event_timestamp is None:
+                self.metrics.feature_missing.labels(name).inc()
+            elif vr.stale:
+                self.metrics.feature_stale.labels(name).inc()
+            if vr.age is not None:
+                self.metrics.feature_age.labels(name).observe(vr.age.total_seconds())
+        if account_views and all(reads[n].event_timestamp is None for n in account_views):
+            return fb.UNKNOWN_ACCOUNT
+        if any(vr.stale for vr in reads.values()):
+            return fb.FEATURES_STALE
+        if any(vr.event_timestamp is None for vr in reads.values()):
+            return fb.FEATURES_MISSING
+        return None
+
+    # --- one decision ------------------------------------------------------------
+
+    async def score(self, req: ScoreRequest, started: float, now: datetime) -> dict[str, Any]:
+        read = FeatureRead(None, fb.MODEL_UNAVAILABLE)
+        if self.model is not None:
+            read = await self.read(req)
+        # Scoring and the audit fsync run off the event loop.
+        return await asyncio.to_thread(self._decide_and_log, req, read, started, now)
+
+    def _decide_and_log(
+        self, req: ScoreRequest, read: FeatureRead, started: float, now: datetime
+    ) -> dict[str, Any]:
+        txn = req.txn()
+        reason = read.failure
+        if reason is None and read.row is not None:
+            reason = self.classify(read.row)
+        feast_values = read.row.values if read.row is not None else {}
+        req_feats: dict[str, float] | None = None
+        result = None
+        if reason is None and self.model is not None and self.service is not None:
+            try:
+                req_feats = request_features(txn, feast_values, self.service)
+                row = model_input(self.model.feature_columns, feast_values, req_feats)
+                result = score_row(self.model, row)
+            except KeyError as exc:  # a column the model needs is absent
+                log.warning("model input %s missing; falling back", exc)
+                reason = fb.FEATURES_MISSING
+            except Exception:  # the model must never turn into a 500
+                log.exception("model failed; falling back")
+                reason = fb.MODEL_ERROR
+        record = self._record(req, read, reason, req_feats, result, now)
+        record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        self.audit.append(record)  # durable before the response exists
+        self.metrics.audit_records.inc()
+        if reason is not None:
+            self.metrics.fallbacks.labels(reason).inc()
+        return record
+
+    def _record(
+        self,
+        req: ScoreRequest,
+        read: FeatureRead,
+        reason: str | None,
+        req_feats: dict[str, float] | None,
+        result: Any,
+        now: datetime,
+    ) -> dict[str, Any]:
+        card = self.model.card if self.model is not None else {}
+        band = review_band(card) if card else None
+        features: dict[str, Any] = {}
+        if read.row is not None and self.service is not None:
+            for view in self.service.views:
+                vr = read.row.views.get(view.name)
+                status = (
+                    "missing"
+                    if vr is None or vr.event_timestamp is None
+                    else "stale"
+                    if vr.stale
+                    else "ok"
+                )
+                features[view.name] = {
+                    "status": status,
+                    "event_timestamp": (
+                        vr.event_timestamp.isoformat() if vr and vr.event_timestamp else None
+                    ),
+                    "age_seconds": vr.age.total_seconds() if vr and vr.age is not None else None,
+                    "values": {
+                        f.name: read.row.values.get(f"{view.name}__{f.name}") for f in view.features
+                    },
+                }
+        if reason is None:
+            score, decision = result.score, result.decision
+            rule = None
+            reasons = [r.as_dict() for r in result.reasons]
+        else:
+            fd = fb.fallback_decision(req.txn(), reason)
+            score, decision, rule = None, fd.decision, fd.rule
+            reasons = [{"feature": None, "rule": fd.rule, "text": fd.text}]
+        return {
+            "decision_id": new_decision_id(now),
+            "decided_at": now.astimezone(UTC).isoformat(),
+            "transaction_id": req.transaction_id,
+            "decision": decision,
+            "score": score,
+            "fallback": reason or False,
+            "fallback_rule": rule,
+            "fallback_rules_version": fb.RULES_VERSION,
+            "model_version": self.model_version,
+            "feature_service": card.get("feature_service"),
+            "threshold": card.get("threshold"),
+            "review_band": list(band) if band else None,
+            "request": req.logged(),
+            "features": features,
+            "request_features": req_feats,
+            "model_input": result.model_input if result is not None else None,
+            "reasons": reasons,
+            "budget_ms": self.settings.budget_ms,
+        }
+
+    async def ready(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        try:
+            ok = await asyncio.wait_for(
+                loop.run_in_executor(self.redis_pool, self.client.ping),
+                timeout=self.settings.redis_timeout_s * 2,
+            )
+            redis_ok = bool(ok)
+        except Exception:  # any failure means "not ready", never a 500
+            redis_ok = False
+        return {
+            "redis": redis_ok,
+            "model_loaded": self.model is not None,
+            "model_version": self.model_version,
+        }
+
+    def close(self) -> None:
+        self.redis_pool.shutdown(wait=False, cancel_futures=True)
+        self.audit.close()
+        self.client.close()

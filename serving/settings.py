@@ -1,0 +1,68 @@
+"""The scoring service's configuration: ONE pydantic-settings class.
+
+Every field reads ``PITSTORE_<FIELD>`` from the environment (or ``.env``);
+the Redis URL also accepts the project-wide ``REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pitstore.config import Settings
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PITSTORE_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    home: Path = Field(
+        Path("data"),
+        description="PITSTORE_HOME: models/ and (by default) audit/ live here.",
+    )
+    redis_url: str = Field(
+        "redis://localhost:6379/0",
+        validation_alias=AliasChoices("PITSTORE_REDIS_URL", "REDIS_URL", "redis_url"),
+        description="Online store (Feast's Redis layout).",
+    )
+    model_version: str = Field(
+        "promoted", description='A model version under models/, or "promoted".'
+    )
+    budget_ms: int = Field(100, ge=5, le=10_000, description="Time budget per /v1/score request.")
+    redis_share: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Share of the budget the Redis read may use; the rest is for "
+        "scoring, the fallback path and the audit append.",
+    )
+    audit_dir: Path | None = Field(None, description="Default: <home>/audit.")
+    audit_rotate_mb: int = Field(64, ge=1, description="Start a new audit file past this size.")
+    max_body_bytes: int = Field(8_192, ge=512, description="Larger request bodies get a 422.")
+    max_clock_skew_s: int = Field(
+        300, ge=0, description="event_ts may be at most this far in the future."
+    )
+    max_event_age_s: int = Field(
+        7 * 86_400,
+        ge=60,
+        description="event_ts older than this is refused (store-and-forward limit).",
+    )
+
+    @property
+    def resolved_home(self) -> Path:
+        return self.home.resolve()
+
+    @property
+    def resolved_audit_dir(self) -> Path:
+        return (self.audit_dir or self.resolved_home / "audit").resolve()
+
+    @property
+    def redis_timeout_s(self) -> float:
+        return self.budget_ms * self.redis_share / 1000.0
+
+    def pitstore_settings(self) -> Settings:
+        """The core settings (models, registry paths) for the same home and Redis."""
+        return Settings(pitstore_home=self.resolved_home, redis_url=self.redis_url)
