@@ -1,4 +1,5 @@
 -- Valid fraud labels, one per transaction_id: the first ingested label wins.
+-- depends_on: {{ ref('transform_runs') }}
 
 with
 
@@ -6,6 +7,10 @@ labels as (
     select * from {{ ref('stg_bank__fraud_labels') }}
     where quarantine_reason is null
       and ingested_us <= {{ watermark_us() }}
+    {% if is_incremental() %}
+      -- Copies known at the previous run were ranked then; only newer ones can add ids.
+      and ingested_us > {{ previous_watermark_us() }}
+    {% endif %}
 ),
 
 ranked as (

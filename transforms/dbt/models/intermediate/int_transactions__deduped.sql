@@ -2,6 +2,7 @@
 -- (ties broken by landing file and row, so every engine picks the same copy).
 -- Incremental: a run appends the ids it is the first to see. A duplicate
 -- delivered later never replaces the copy already here.
+-- depends_on: {{ ref('transform_runs') }}
 
 with
 
@@ -9,6 +10,10 @@ transactions as (
     select * from {{ ref('stg_bank__transactions') }}
     where quarantine_reason is null
       and ingested_us <= {{ watermark_us() }}
+    {% if is_incremental() %}
+      -- Copies known at the previous run were ranked then; only newer ones can add ids.
+      and ingested_us > {{ previous_watermark_us() }}
+    {% endif %}
 ),
 
 ranked as (

@@ -1,6 +1,7 @@
 -- Every bad raw event, with its reason, recorded by the first run that saw it.
 -- Nothing here ever reaches an aggregate.
 {{ config(incremental_strategy='append') }}
+-- depends_on: {{ ref('transform_runs') }}
 
 with
 
@@ -17,6 +18,9 @@ bad_transactions as (
     from {{ ref('stg_bank__transactions') }}
     where quarantine_reason is not null
       and (ingested_us is null or ingested_us <= {{ watermark_us() }})
+    {% if is_incremental() %}
+      and (ingested_us is null or ingested_us > {{ previous_watermark_us() }})
+    {% endif %}
 ),
 
 bad_labels as (
@@ -30,6 +34,9 @@ bad_labels as (
     from {{ ref('stg_bank__fraud_labels') }}
     where quarantine_reason is not null
       and (ingested_us is null or ingested_us <= {{ watermark_us() }})
+    {% if is_incremental() %}
+      and (ingested_us is null or ingested_us > {{ previous_watermark_us() }})
+    {% endif %}
 ),
 
 {% if var('drifted_files') %}
