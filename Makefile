@@ -47,7 +47,10 @@ parity: venv redis ## Multi-day simulation: 100% online/offline parity after eve
 codegen: venv ## Regenerate dbt SQL from the feature spec
 	.venv/bin/pitstore codegen
 
+bench: venv redis-server ## Benchmarks vs Feast/raw baselines (SIZE=small|medium); bench/results/latest.json
+	.venv/bin/pitstore bench --size $(or $(SIZE),small)
+
 clean: ## Remove generated data (not the venv)
 	rm -rf data transforms/dbt/target transforms/dbt/logs
 
-.PHONY: help venv redis-server redis demo test test-fast lint codegen clean parity
+.PHONY: help venv redis-server redis demo test test-fast lint codegen clean parity bench

@@ -68,9 +68,7 @@ def _child_pitstore(settings: Any, requests_path: Path, mode: str) -> pa.Table:
     t0 = time.perf_counter()
     result = point_in_time_join(settings, req, FRAUD_V1, mode=mode)
     seconds = time.perf_counter() - t0
-    table = result.table.select([JROW, *feature_names()]).rename_columns(
-        [ROW, *feature_names()]
-    )
+    table = result.table.select([JROW, *feature_names()]).rename_columns([ROW, *feature_names()])
     return table, seconds, before  # type: ignore[return-value]
 
 
@@ -281,15 +279,15 @@ def run(settings: Any, size: DataSize, watermark: datetime, repeats: int = 1) ->
         for other in others:
             if base in tables and other in tables:
                 checks[f"{base} == {other}"] = _compare(tables[base], tables[other])
-    verified = bool(checks) and all(v is None for v in checks.values()) and (
-        "pitstore_as_of == feast_as_of" in checks
+    verified = (
+        bool(checks)
+        and all(v is None for v in checks.values())
+        and ("pitstore_as_of == feast_as_of" in checks)
     )
     leaked = None
     if "pitstore_as_of" in tables and "pitstore_as_known" in tables:
         a, k = tables["pitstore_as_of"], tables["pitstore_as_known"]
-        leaked = sum(
-            0 if a.column(n).equals(k.column(n)) else 1 for n in feature_names()
-        )
+        leaked = sum(0 if a.column(n).equals(k.column(n)) else 1 for n in feature_names())
     for p in work.glob("*.parquet"):
         os.unlink(p)
 

@@ -77,7 +77,16 @@ def machine_info() -> dict[str, Any]:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (Linux reports KiB)."""
+    """This process's peak resident set size so far, in MiB.
+
+    Linux's ``VmHWM`` (reset by exec) rather than ``ru_maxrss``, which a child
+    inherits from the parent that forked it and so would report the parent's
+    peak when that was larger.
+    """
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -85,9 +85,7 @@ def raw_load(settings: Settings, view: FeatureView, watermark: datetime) -> int:
         ts = b"\x08" + _varint(secs) + (b"\x10" + _varint(micros * 1000) if micros else b"")
         mapping = {ts_field: ts}
         for i, value in enumerate(row[2:]):
-            mapping[fields[i]] = (
-                b"\x20" + _varint(value) if is_int[i] else b"\x29" + pack_d(value)
-            )
+            mapping[fields[i]] = b"\x20" + _varint(value) if is_int[i] else b"\x29" + pack_d(value)
         pipe.hset(prefix + struct.pack("<I", len(ent)) + ent + suffix, mapping=mapping)
         n += 1
         if n % RAW_BATCH == 0:
@@ -106,9 +104,7 @@ def dump(client: redis.Redis) -> dict[bytes, dict[bytes, bytes]]:
     return dict(zip(keys, pipe.execute(), strict=True))
 
 
-def run(
-    settings: Settings, view: FeatureView, watermark: datetime, repeats: int
-) -> dict[str, Any]:
+def run(settings: Settings, view: FeatureView, watermark: datetime, repeats: int) -> dict[str, Any]:
     from pitstore.feast_store import get_store
     from pitstore.materialize import materialize_view
 

@@ -248,6 +248,11 @@ from pitstore.cli_training import register as _register_training  # noqa: E402
 
 _register_training(app)
 
+# Benchmarks (issue 7): pitstore/cli_bench.py.
+from pitstore.cli_bench import register as _register_bench  # noqa: E402
+
+_register_bench(app)
+
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -218,7 +218,7 @@ def simulate(
     except RuntimeError as exc:
         _fail(str(exc))
         raise
-    console.print(table)
+    console.print(table, width=max(console.width, 150))
     for run in result.runs:
         for m in run.parity.mismatches[:5]:
             console.print(

@@ -16,8 +16,11 @@ from pitstore.config import get_settings
 console = Console()
 err = Console(stderr=True)
 
-frame_app = typer.Typer(help="Build a leakage-free training frame (or verify one).",
-                        invoke_without_command=True, no_args_is_help=False)
+frame_app = typer.Typer(
+    help="Build a leakage-free training frame (or verify one).",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
 models_app = typer.Typer(help="List and promote model versions.", no_args_is_help=True)
 
 
@@ -39,8 +42,9 @@ def _date(text: str, what: str) -> datetime:
         raise
 
 
-def _policy(labels_known_by: str, maturity_days: float, immature: str,
-            start: str | None, end: str | None):  # type: ignore[no-untyped-def]
+def _policy(
+    labels_known_by: str, maturity_days: float, immature: str, start: str | None, end: str | None
+):  # type: ignore[no-untyped-def]
     from training.labels import LabelPolicy
 
     return LabelPolicy(
@@ -67,8 +71,9 @@ def build(
     service: Annotated[str, typer.Option(help="Feature service.")] = "fraud_v1",
     mode: Annotated[str, typer.Option(help="as_known (default) or as_of.")] = "as_known",
     engine: Annotated[str, typer.Option(help="duckdb or spark.")] = "duckdb",
-    label_maturity_days: Annotated[float, typer.Option(help="Unlabelled rows younger "
-                                                       "than this are immature.")] = 14.0,
+    label_maturity_days: Annotated[
+        float, typer.Option(help="Unlabelled rows younger than this are immature.")
+    ] = 14.0,
     immature: Annotated[str, typer.Option(help="exclude or mark immature rows.")] = "exclude",
     start: Annotated[str | None, typer.Option(help="First event day (fraud rows).")] = None,
     end: Annotated[str | None, typer.Option(help="Event day end, exclusive.")] = None,
@@ -91,8 +96,11 @@ def build(
 
             if not requests.exists():
                 _fail(f"no such file {requests}")
-            table = (pd.read_csv(requests, dtype=str) if requests.suffix == ".csv"
-                     else pd.read_parquet(requests))
+            table = (
+                pd.read_csv(requests, dtype=str)
+                if requests.suffix == ".csv"
+                else pd.read_parquet(requests)
+            )
             frame = build_frame(settings, table, service, mode, engine)
         else:
             _fail("give --requests FILE or --labels-known-by DATE")
@@ -102,14 +110,20 @@ def build(
         return
     paths = write_frame(frame, out)
     a = frame.audit
-    console.print(f"frame [bold]{paths['frame']}[/]: {a['rows']} rows, mode {a['mode']}, "
-                  f"fingerprint {frame.manifest['fingerprint'][:16]}")
-    console.print(f"leaks: event_ts>ts {a['leaks']['event_ts_after_ts']}, "
-                  f"created_ts>ts {a['leaks']['created_ts_after_ts']}")
+    console.print(
+        f"frame [bold]{paths['frame']}[/]: {a['rows']} rows, mode {a['mode']}, "
+        f"fingerprint {frame.manifest['fingerprint'][:16]}"
+    )
+    console.print(
+        f"leaks: event_ts>ts {a['leaks']['event_ts_after_ts']}, "
+        f"created_ts>ts {a['leaks']['created_ts_after_ts']}"
+    )
     for key in ("vs_as_of", "vs_as_known"):
         if key in a:
-            console.print(f"{key}: {a[key]['values_changed']} values in "
-                          f"{a[key]['rows_changed']} rows would differ")
+            console.print(
+                f"{key}: {a[key]['values_changed']} values in "
+                f"{a[key]['rows_changed']} rows would differ"
+            )
     if "labels" in a:
         console.print(f"labels: {json.dumps(a['labels']['by_status'])}")
 
@@ -123,9 +137,11 @@ def verify_cmd(manifest: Annotated[Path, typer.Argument(help="manifest.json of a
         _fail(f"no such manifest {manifest}")
     result = verify(get_settings(), manifest)
     if result["identical"]:
-        console.print(f"[green]identical[/]: frame rebuilt byte-for-byte "
-                      f"(fingerprint {result['fingerprint'][:16]}, "
-                      f"{'same' if result['fingerprint_match'] else 'different'} fingerprint)")
+        console.print(
+            f"[green]identical[/]: frame rebuilt byte-for-byte "
+            f"(fingerprint {result['fingerprint'][:16]}, "
+            f"{'same' if result['fingerprint_match'] else 'different'} fingerprint)"
+        )
     else:
         console.print("[red]frame differs[/]")
     for change in result["changes"]:
@@ -141,8 +157,9 @@ def train(
     label_maturity_days: Annotated[float, typer.Option(help="Label maturity.")] = 14.0,
     valid_share: Annotated[float, typer.Option(help="Latest share for validation.")] = 0.3,
     cost_missed_fraud: Annotated[float, typer.Option(help="Cost of a missed fraud.")] = 100.0,
-    cost_false_decline: Annotated[float, typer.Option(help="Cost of a blocked good "
-                                                      "customer.")] = 10.0,
+    cost_false_decline: Annotated[
+        float, typer.Option(help="Cost of a blocked good customer.")
+    ] = 10.0,
     cost_review: Annotated[float, typer.Option(help="Cost of a manual review.")] = 2.0,
 ) -> None:
     """Train the fraud model on an as_known frame and register a new version."""
@@ -154,18 +171,22 @@ def train(
     policy = _policy(labels_known_by, label_maturity_days, "exclude", None, None)
     costs = Costs(cost_missed_fraud, cost_false_decline, cost_review)
     try:
-        report = train_fraud(get_settings(), policy, service, costs, valid_share,
-                             compare_modes=compare_modes)
+        report = train_fraud(
+            get_settings(), policy, service, costs, valid_share, compare_modes=compare_modes
+        )
     except (FrameError, LabelError, ValueError) as exc:
         _fail(str(exc))
         return
     m = report.card["metrics"]
     console.print(f"model [bold]{report.version}[/] (not promoted)")
-    console.print(f"validation: {m['rows']} rows, {m['fraud']} fraud; PR-AUC {m['pr_auc']} "
-                  f"(baseline {m['baseline_pr_auc']}), ROC-AUC {m['roc_auc']}, "
-                  f"Brier {m['brier']}")
-    console.print(f"threshold {report.card['threshold']:.4f}, review band "
-                  f"{report.card['review_band']}")
+    console.print(
+        f"validation: {m['rows']} rows, {m['fraud']} fraud; PR-AUC {m['pr_auc']} "
+        f"(baseline {m['baseline_pr_auc']}), ROC-AUC {m['roc_auc']}, "
+        f"Brier {m['brier']}"
+    )
+    console.print(
+        f"threshold {report.card['threshold']:.4f}, review band {report.card['review_band']}"
+    )
     if report.comparison:
         console.print_json(json.dumps(report.comparison))
 
@@ -179,9 +200,13 @@ def models_list() -> None:
     for col in ("version", "promoted", "created", "PR-AUC", "label cutoff"):
         table.add_column(col)
     for m in list_models(get_settings()):
-        table.add_row(m["version"], "*" if m["promoted"] else "", m["created_at"],
-                      f"{m['pr_auc']:.4f}" if m["pr_auc"] is not None else "-",
-                      m["label_cutoff"])
+        table.add_row(
+            m["version"],
+            "*" if m["promoted"] else "",
+            m["created_at"],
+            f"{m['pr_auc']:.4f}" if m["pr_auc"] is not None else "-",
+            m["label_cutoff"],
+        )
     console.print(table)
 
 

@@ -130,8 +130,12 @@ _pack_double = struct.Struct("<d").pack
 def encode_int64(value: int | None) -> bytes:
     if value is None:
         return b""  # an unset Value, as Value(int64_val=None) serializes
-    if 0 <= value < 128:
+    if 0 <= value < 0x80:
         return _SMALL_INT64[value]
+    if 0 < value < 0x4000:  # two-byte varint, the common case for counts and amounts
+        return bytes((0x20, (value & 0x7F) | 0x80, value >> 7))
+    if 0 < value < 0x200000:
+        return bytes((0x20, (value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
     return _INT64_TAG + _varint(value)
 
 

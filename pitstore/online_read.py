@@ -189,7 +189,7 @@ class OnlineReader:
             with client.pipeline(transaction=False) as pipe:
                 for row in entity_rows:
                     for g in self.groups:
-                        pipe.hmget(self.key(g, row[g.join_key]), g.fields)
+                        pipe.hmget(self.key(g, row[g.join_key]), g.fields)  # type: ignore[arg-type]
                 replies = pipe.execute()
         except redis.exceptions.RedisError as exc:
             raise OnlineReadError(f"online read failed: {exc}") from exc

@@ -460,7 +460,9 @@ def check_online(
     )
     try:
         try:
-            markers = client.mget([MARKER.format(view=v.name) for v in service.views])
+            markers: list[Any] = client.mget(  # type: ignore[assignment]
+                [MARKER.format(view=v.name) for v in service.views]
+            )
         except redis.exceptions.RedisError as exc:
             raise ParityError(f"Redis at {settings.redis_url} is unreachable: {exc}") from exc
         materialized = {

@@ -30,7 +30,7 @@ from pitstore.config import Settings
 from pitstore.feast_store import FEATURE_REPO
 from pitstore.parity import OnlineParity, check_online
 from pitstore.spec import FEATURE_VIEWS, FeatureService, FeatureView
-from pitstore.timeutil import to_us
+from pitstore.timeutil import from_us, to_us
 
 SIM_MARKER = ".pitstore-simulation"
 Materializer = Callable[[Settings, datetime], int]
@@ -80,13 +80,23 @@ def pitstore_materialize(settings: Settings, watermark: datetime) -> int:
     return sum(materialize_view(settings, v, watermark).entities_written for v in FEATURE_VIEWS)
 
 
+FEAST_LAST = "pitstore:simulation:feast-materialized"
+
+
 def feast_materialize(settings: Settings, watermark: datetime) -> int:
-    """Feast's own path: ``materialize_incremental(end_date=W)`` (the broken one)."""
+    """Feast's own path: ``materialize(previous W, W)`` after each run (the broken one)."""
     from pitstore.feast_store import apply, get_store
 
-    _forget_feature_repo_modules()  # their sources were bound to PITSTORE_HOME at import
-    apply(settings)
-    get_store(settings).materialize_incremental(end_date=watermark)
+    client = redis.Redis.from_url(settings.redis_url)
+    last = client.get(FEAST_LAST)
+    if last is None:
+        _forget_feature_repo_modules()  # their sources were bound to PITSTORE_HOME at import
+        apply(settings)
+        start = watermark - max(v.ttl for v in FEATURE_VIEWS)
+    else:
+        start = from_us(int(last))  # type: ignore[arg-type]
+    get_store(settings).materialize(start_date=start, end_date=watermark)
+    client.set(FEAST_LAST, to_us(watermark))
     return -1  # Feast does not say
 
 
@@ -166,9 +176,7 @@ def run_simulation(
 
     service = service or FRAUD_V1
     if materialize is None:
-        materialize = (
-            feast_materialize if params.materializer == "feast" else pitstore_materialize
-        )
+        materialize = feast_materialize if params.materializer == "feast" else pitstore_materialize
     started = time.perf_counter()
     prepare(settings, params)
     result = SimResult(params)

@@ -3,11 +3,13 @@ broken paths that the check must catch, and a crash halfway through materialize.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+from feast.infra.online_stores.helpers import _redis_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 from landing_factory import write_events
 
@@ -68,7 +70,6 @@ def feast_rule_materialize(settings: Settings, w: datetime) -> int:
 
 
 def test_simulation_full_parity_every_run_and_broken_paths_fail(settings: Settings) -> None:
-    started = time.perf_counter()
     params = SimParams(accounts=200, merchants=40, days=10)
     result = run_simulation(settings, params, days=6)
     assert len(result.runs) == 6
@@ -76,8 +77,7 @@ def test_simulation_full_parity_every_run_and_broken_paths_fail(settings: Settin
         p = run.parity
         assert p.passed, (run.watermark, p.failures, p.mismatches[:3])
         assert p.consistency == 1.0
-        assert p.entities["account_id"] == 200
-        assert p.entities["merchant_id"] == 40
+    assert result.runs[-1].parity.entities == {"account_id": 200, "merchant_id": 40}
     # The data really exercises the traps: restatements, of the newest boundary too.
     assert sum(r.rows_restated for r in result.runs) > 0
     assert sum(r.newest_restated for r in result.runs) > 0
@@ -110,7 +110,6 @@ def test_simulation_full_parity_every_run_and_broken_paths_fail(settings: Settin
     assert m.online_event_timestamp == m.offline_event_timestamp
     assert m.offline_created_timestamp is not None
     assert m.offline_created_timestamp > m.offline_event_timestamp
-    assert time.perf_counter() - started < 90
 
 
 # --- the DESIGN worked example, end to end ----------------------------------------
@@ -151,6 +150,11 @@ def test_design_worked_example_against_real_redis(settings: Settings) -> None:
     runs = [DAY0 + timedelta(hours=h) for h in (12, 13, 14)]
     t12 = DAY0 + timedelta(hours=12)
     expected = {12: (0, 0, 2), 13: (0, 0, 2), 14: (0, 0, 3)}
+    # The same runs materialized by Feast's own `materialize`, into Redis database 1.
+    feast_side = settings.model_copy(update={"redis_url": settings.redis_url[:-1] + "1"})
+    store = fresh_feast(feast_side)
+    client_for(feast_side).flushdb()
+    previous = DAY0
     for w in runs:
         transform_dbt(settings, w)
         materialize_all(settings, w)
@@ -159,9 +163,11 @@ def test_design_worked_example_against_real_redis(settings: Settings) -> None:
         parity = check_online(settings, FRAUD_V1, w)
         assert parity.passed, parity.mismatches
         assert parity.entities["account_id"] == 1
+        store.materialize(start_date=previous, end_date=w)
+        previous = w
 
-    # Feast's own reader sees what we wrote: (0, 0, 3) for T=12:00 after the 14:00 run.
-    store = fresh_feast(settings)
+    # Feast's reader sees what pitstore wrote: (0, 0, 3) for T=12:00 after the 14:00 run.
+    store = get_store(settings)
     refs = [f"account_hourly:{n}" for n in ("txn_count_1h", "amount_sum_1h", "txn_count_24h")]
     got = store.get_online_features(
         features=refs, entity_rows=[{"account_id": "A"}], full_feature_names=True
@@ -172,14 +178,11 @@ def test_design_worked_example_against_real_redis(settings: Settings) -> None:
         got["account_hourly__txn_count_24h"][0],
     ) == (0, 0, 3)
 
-    # (a) Feast's own materialize, run after run, into an empty Redis: the 14:00
-    # restatement of the newest boundary (T=12:00) never lands; parity says so.
-    client_for(settings).flushdb()
-    for w in runs:
-        store.materialize_incremental(end_date=w)
-    values, ts = hourly_triple(settings, runs[-1])
+    # (a) Feast's own materialize: the 14:00 restatement of the newest boundary
+    # (T=12:00, same event timestamp) never landed, and the parity check says so.
+    values, ts = hourly_triple(feast_side, runs[-1])
     assert (values, ts) == ((0, 0, 2), t12)
-    broken = check_online(settings, FRAUD_V1, runs[-1])
+    broken = check_online(feast_side, FRAUD_V1, runs[-1])
     assert not broken.passed
     bad = {m.feature: m for m in broken.mismatches if m.view == "account_hourly"}
     m = bad["txn_count_24h"]
@@ -243,10 +246,6 @@ def test_crash_halfway_leaves_old_marker_and_rerun_heals(
     # The fast read path returns exactly what Feast's get_online_features returns.
     store = fresh_feast(settings)
     client = client_for(settings)
-    accounts = sorted(
-        {k for k in check_online(settings, FRAUD_V1, w2).entities}  # noqa: C416
-    )
-    assert accounts == ["account_id", "merchant_id"]
     rows = [{"account_id": f"A{i:06d}", "merchant_id": f"M{i % 12:05d}"} for i in range(64)]
     rows.append({"account_id": "nobody", "merchant_id": "nothing"})
     refs = [f"{v.name}:{f.name}" for v in FRAUD_V1.views for f in v.features]
@@ -262,10 +261,12 @@ def test_crash_halfway_leaves_old_marker_and_rerun_heals(
             present += value is not None
     assert present > 0
     assert all(v is None for v in ours[-1].values.values())
+    # TTL: long after the last run every value is stale, hence missing.
+    late = read_features(client, FRAUD_V1, rows[:3], w2 + timedelta(days=60))
+    for row in late:
+        assert all(v is None for v in row.values.values())
+        assert all(r.stale or r.event_timestamp is None for r in row.views.values())
+    assert any(r.stale and r.age and r.age > timedelta(days=60) for r in late[1].views.values())
     for value in ("A000001", "Ünïcode-ключ", ""):
-        from feast.infra.online_stores.helpers import _redis_key
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
         proto = EntityKey(join_keys=["account_id"], entity_values=[Value(string_val=value)])
         assert redis_entity_key("account_id", value) == _redis_key(FEAST_PROJECT, proto, 3)

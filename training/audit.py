@@ -118,7 +118,9 @@ def build_audit(
         "rows": rows,
         "null_rate": null_rate,
         "missing": missing,
-        "feature_age_hours": {v.name: _age_hours(table, feature_ts_column(v)) for v in service.views},
+        "feature_age_hours": {
+            v.name: _age_hours(table, feature_ts_column(v)) for v in service.views
+        },
         "leaks": {
             "event_ts_after_ts": event_leaks,
             "created_ts_after_ts": created_leaks,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +82,9 @@ def _to_arrow(requests: pd.DataFrame | pa.Table) -> pa.Table:
         return requests
     if isinstance(requests, pd.DataFrame):
         return pa.Table.from_pandas(requests, preserve_index=False)
-    raise FrameError(f"requests must be a pandas DataFrame or a pyarrow Table, not {type(requests)}")
+    raise FrameError(
+        f"requests must be a pandas DataFrame or a pyarrow Table, not {type(requests)}"
+    )
 
 
 def _normalise_ts(column: pa.ChunkedArray) -> pa.Array:
@@ -112,8 +113,10 @@ def _normalise_ts(column: pa.ChunkedArray) -> pa.Array:
             except WatermarkError as exc:
                 raise TimestampError(str(exc)) from exc
         return pa.array(out, UTC_US)
-    raise TimestampError(f"request ts has type {typ}: use ISO-8601 strings with an offset "
-                         "or timezone-aware timestamps")
+    raise TimestampError(
+        f"request ts has type {typ}: use ISO-8601 strings with an offset "
+        "or timezone-aware timestamps"
+    )
 
 
 def validate_requests(
@@ -128,8 +131,7 @@ def validate_requests(
     missing = [c for c in [*keys, TS] if c not in table.column_names]
     if missing:
         raise MissingColumnError(
-            f"request rows lack column(s) {missing}; service {service.name} needs "
-            f"{[*keys, TS]}"
+            f"request rows lack column(s) {missing}; service {service.name} needs {[*keys, TS]}"
         )
     if table.num_rows == 0:
         raise FrameError("no request rows")
@@ -201,7 +203,6 @@ def build_frame(
     spark: object | None = None,
     compare_modes: bool = True,
     extra_audit: dict[str, Any] | None = None,
-    now: datetime | None = None,
 ) -> TrainingFrame:
     """Validate, join, audit and fingerprint a training frame."""
     from training.audit import build_audit

@@ -90,7 +90,7 @@ def fraud_requests(settings: Settings, policy: LabelPolicy) -> tuple[pa.Table, d
                 f"({from_us(newest).isoformat()}): what was known by then is not loaded yet"
             )
         ctx = ", ".join(f"t.{c}" for c in CONTEXT_COLUMNS)
-        rows = con.execute(
+        rows = con.sql(
             f"""
             select t.transaction_id, t.account_id, t.merchant_id,
                    make_timestamptz(t.event_us) as ts, {ctx},
@@ -116,15 +116,18 @@ def fraud_requests(settings: Settings, policy: LabelPolicy) -> tuple[pa.Table, d
     finally:
         con.close()
     status = rows.column("label_status")
-    counts = {s: int(pc.sum(pc.equal(status, s)).as_py() or 0)
-              for s in ("fraud", "genuine", "assumed_genuine", "immature")}
+    counts = {
+        s: int(pc.sum(pc.equal(status, s)).as_py() or 0)
+        for s in ("fraud", "genuine", "assumed_genuine", "immature")
+    }
     later = int(pc.sum(rows.column("label_later")).as_py() or 0)
     rows = rows.drop_columns(["label_later"])
     label = pc.if_else(
         pc.equal(status, "fraud"),
         pa.scalar(1, pa.int8()),
-        pc.if_else(pc.equal(status, "immature"), pa.scalar(None, pa.int8()),
-                   pa.scalar(0, pa.int8())),
+        pc.if_else(
+            pc.equal(status, "immature"), pa.scalar(None, pa.int8()), pa.scalar(0, pa.int8())
+        ),
     )
     rows = rows.append_column("label", label)
     if policy.immature == "exclude":

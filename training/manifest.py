@@ -28,8 +28,14 @@ from training.joins import JoinResult
 
 FORMAT = 1
 REPO = Path(__file__).resolve().parent.parent
-_CODE_FILES = ("training/joins.py", "training/frames.py", "training/audit.py",
-               "training/request_features.py", "training/labels.py", "training/spark_join.py")
+_CODE_FILES = (
+    "training/joins.py",
+    "training/frames.py",
+    "training/audit.py",
+    "training/request_features.py",
+    "training/labels.py",
+    "training/spark_join.py",
+)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -53,7 +59,10 @@ def git_commit() -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
@@ -221,8 +230,12 @@ def verify(settings: Settings, manifest_path: Path, spark: object | None = None)
     if sha256_bytes(table_bytes(requests)) != inputs["requests"]["sha256"]:
         changes.append(f"{req_path}: request rows differ from the manifest's hash")
     rebuilt = build_frame(
-        settings, requests, service=inputs["service"], mode=inputs["mode"],
-        engine=inputs["engine"], spark=spark,
+        settings,
+        requests,
+        service=inputs["service"],
+        mode=inputs["mode"],
+        engine=inputs["engine"],
+        spark=spark,
         compare_modes=f"vs_{'as_of' if inputs['mode'] == 'as_known' else 'as_known'}"
         in json.loads((folder / "audit.json").read_text()),
         extra_audit=_extra_audit(folder),

@@ -21,7 +21,6 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
-    precision_recall_curve,
     roc_auc_score,
 )
 
@@ -48,8 +47,9 @@ def model_feature_columns(service: FeatureService) -> list[str]:
 def add_request_features(frame: pd.DataFrame) -> pd.DataFrame:
     """Request-time features for each row, via the one function serving calls too."""
     mean = frame[MEAN_30D] if MEAN_30D in frame else pd.Series(np.nan, index=frame.index)
-    records = frame[["ts", *[c for c in ("amount", "country", "channel", "currency")
-                             if c in frame]]].to_dict("records")
+    records = frame[
+        ["ts", *[c for c in ("amount", "country", "channel", "currency") if c in frame]]
+    ].to_dict("records")
     feats = [
         request_time_features(
             {**r, "event_ts": r["ts"].to_pydatetime()},
@@ -88,8 +88,13 @@ def fit(train: pd.DataFrame, columns: list[str], seed: int = 0) -> CalibratedCla
     if cal_part["label"].sum() == 0:  # too few frauds late in the window: calibrate on all
         fit_part, cal_part = train, train
     base = HistGradientBoostingClassifier(
-        max_iter=200, learning_rate=0.06, max_leaf_nodes=15, min_samples_leaf=20,
-        l2_regularization=1.0, class_weight="balanced", random_state=seed,
+        max_iter=200,
+        learning_rate=0.06,
+        max_leaf_nodes=15,
+        min_samples_leaf=20,
+        l2_regularization=1.0,
+        class_weight="balanced",
+        random_state=seed,
     )
     base.fit(fit_part[columns].to_numpy(), fit_part["label"].astype(int).to_numpy())
     model = CalibratedClassifierCV(FrozenEstimator(base), method="sigmoid")
@@ -103,20 +108,25 @@ def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict
     for chunk in np.array_split(order, bins):
         if len(chunk) == 0:
             continue
-        out.append({
-            "n": int(len(chunk)),
-            "mean_score": float(p[chunk].mean()),
-            "fraud_rate": float(y[chunk].mean()),
-            "score_min": float(p[chunk].min()),
-            "score_max": float(p[chunk].max()),
-        })
+        out.append(
+            {
+                "n": int(len(chunk)),
+                "mean_score": float(p[chunk].mean()),
+                "fraud_rate": float(y[chunk].mean()),
+                "score_min": float(p[chunk].min()),
+                "score_max": float(p[chunk].max()),
+            }
+        )
     return out
 
 
 def metrics(y: np.ndarray, p: np.ndarray, threshold: float | None = None) -> dict[str, Any]:
     pos = int(y.sum())
-    out: dict[str, Any] = {"rows": int(len(y)), "fraud": pos,
-                           "base_rate": float(pos / len(y)) if len(y) else None}
+    out: dict[str, Any] = {
+        "rows": int(len(y)),
+        "fraud": pos,
+        "base_rate": float(pos / len(y)) if len(y) else None,
+    }
     if 0 < pos < len(y):
         out["pr_auc"] = float(average_precision_score(y, p))
         out["roc_auc"] = float(roc_auc_score(y, p))
@@ -143,9 +153,10 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, costs: Costs) -> tuple[float,
     best_t, best_cost = 1.0 + 1e-9, float("inf")
     for t in candidates:
         flagged = p >= t
-        cost = costs.missed_fraud * ((~flagged) & (y == 1)).sum() + costs.false_decline * (
-            flagged & (y == 0)
-        ).sum()
+        cost = (
+            costs.missed_fraud * ((~flagged) & (y == 1)).sum()
+            + costs.false_decline * (flagged & (y == 0)).sum()
+        )
         if cost < best_cost:
             best_t, best_cost = float(t), float(cost)
     high = min(best_t, 1.0)
@@ -211,9 +222,13 @@ def train_and_evaluate(
     m["review_share"] = float(((p >= band[0]) & (p < band[1])).mean())
     m["baseline_pr_auc"] = m["base_rate"]  # a constant score's PR-AUC = the fraud rate
     split = {
-        "train_from": str(train["ts"].min()), "train_to": str(train["ts"].max()),
-        "valid_from": str(cut), "valid_to": str(valid["ts"].max()),
-        "train_rows": len(train), "train_fraud": int(train["label"].sum()),
-        "valid_rows": len(valid), "valid_fraud": int(y.sum()),
+        "train_from": str(train["ts"].min()),
+        "train_to": str(train["ts"].max()),
+        "valid_from": str(cut),
+        "valid_to": str(valid["ts"].max()),
+        "train_rows": len(train),
+        "train_fraud": int(train["label"].sum()),
+        "valid_rows": len(valid),
+        "valid_fraud": int(y.sum()),
     }
     return TrainResult(model, columns, threshold, band, m, split, y, p)

@@ -30,8 +30,14 @@ def build_fraud_frame(
 ) -> TrainingFrame:
     requests, label_audit = fraud_requests(settings, policy)
     return build_frame(
-        settings, requests, service=service, mode=mode, engine=engine, spark=spark,
-        compare_modes=compare_modes, extra_audit=label_audit,
+        settings,
+        requests,
+        service=service,
+        mode=mode,
+        engine=engine,
+        spark=spark,
+        compare_modes=compare_modes,
+        extra_audit=label_audit,
     )
 
 
@@ -72,8 +78,9 @@ def train_fraud(
     result = train_and_evaluate(df, svc, costs, valid_share)
     comparison = None
     if compare_modes:
-        as_of = build_fraud_frame(settings, policy, service=svc.name, mode="as_of",
-                                  compare_modes=False)
+        as_of = build_fraud_frame(
+            settings, policy, service=svc.name, mode="as_of", compare_modes=False
+        )
         df_of = to_model_frame(as_of.table, svc)
         leaky = train_and_evaluate(df_of, svc, costs, valid_share, holdout=df)
         leaky_self = train_and_evaluate(df_of, svc, costs, valid_share)
@@ -102,8 +109,9 @@ def train_fraud(
         "feature_columns": result.columns,
         "code_version": _code_label(),
         "model": "HistGradientBoostingClassifier(class_weight=balanced) + sigmoid calibration",
-        "frame_audit": {k: frame.audit[k] for k in ("rows", "leaks", "vs_as_of", "labels")
-                        if k in frame.audit},
+        "frame_audit": {
+            k: frame.audit[k] for k in ("rows", "leaks", "vs_as_of", "labels") if k in frame.audit
+        },
     }
     if comparison:
         card["mode_comparison"] = comparison

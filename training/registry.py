@@ -30,8 +30,17 @@ import pandas as pd
 from pitstore.config import Settings
 
 CARD_KEYS = (
-    "version", "feature_service", "spec_fingerprint", "frame_fingerprint", "training_window",
-    "label_cutoff", "metrics", "threshold", "review_band", "feature_columns", "code_version",
+    "version",
+    "feature_service",
+    "spec_fingerprint",
+    "frame_fingerprint",
+    "training_window",
+    "label_cutoff",
+    "metrics",
+    "threshold",
+    "review_band",
+    "feature_columns",
+    "code_version",
     "created_at",
 )
 
@@ -144,8 +153,18 @@ def render_card(card: dict[str, Any]) -> str:
         "| metric | value |",
         "|---|---|",
     ]
-    for key in ("rows", "fraud", "base_rate", "pr_auc", "baseline_pr_auc", "roc_auc", "brier",
-                "precision_at_threshold", "recall_at_threshold", "review_share"):
+    for key in (
+        "rows",
+        "fraud",
+        "base_rate",
+        "pr_auc",
+        "baseline_pr_auc",
+        "roc_auc",
+        "brier",
+        "precision_at_threshold",
+        "recall_at_threshold",
+        "review_share",
+    ):
         lines.append(f"| {key} | {_fmt(m.get(key))} |")
     low, high = card["review_band"]
     lines += [
@@ -159,14 +178,18 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         "| n | mean score | fraud rate |",
         "|---|---|---|",
-        *[f"| {r['n']} | {r['mean_score']:.4f} | {r['fraud_rate']:.4f} |"
-          for r in m.get("calibration", [])],
+        *[
+            f"| {r['n']} | {r['mean_score']:.4f} | {r['fraud_rate']:.4f} |"
+            for r in m.get("calibration", [])
+        ],
         "",
         "## By segment (PR-AUC)",
         "",
     ]
     for seg, values in m.get("by_segment", {}).items():
-        cells = ", ".join(f"{k}: {_fmt(v.get('pr_auc'))} (n={v['rows']})" for k, v in values.items())
+        cells = ", ".join(
+            f"{k}: {_fmt(v.get('pr_auc'))} (n={v['rows']})" for k, v in values.items()
+        )
         lines.append(f"- {seg}: {cells}")
     return "\n".join(lines) + "\n"
 
@@ -177,14 +200,16 @@ def list_models(settings: Settings) -> list[dict[str, Any]]:
     out = []
     for folder in sorted(root.glob("*/model_card.json")) if root.exists() else []:
         card = json.loads(folder.read_text())
-        out.append({
-            "version": card["version"],
-            "promoted": card["version"] == promoted,
-            "created_at": card["created_at"],
-            "pr_auc": card["metrics"].get("pr_auc"),
-            "label_cutoff": card["label_cutoff"],
-            "mode": card.get("mode"),
-        })
+        out.append(
+            {
+                "version": card["version"],
+                "promoted": card["version"] == promoted,
+                "created_at": card["created_at"],
+                "pr_auc": card["metrics"].get("pr_auc"),
+                "label_cutoff": card["label_cutoff"],
+                "mode": card.get("mode"),
+            }
+        )
     return out
 
 
@@ -212,8 +237,9 @@ def load_model(settings: Settings, which: str = "promoted") -> LoadedModel:
     if not (folder / "model.joblib").exists():
         raise ModelRegistryError(f"no model version {version!r} under {models_dir(settings)}")
     card = json.loads((folder / "model_card.json").read_text())
-    return LoadedModel(version, card, joblib.load(folder / "model.joblib"),
-                       list(card["feature_columns"]))
+    return LoadedModel(
+        version, card, joblib.load(folder / "model.joblib"), list(card["feature_columns"])
+    )
 
 
 def now_utc() -> datetime:

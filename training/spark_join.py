@@ -74,8 +74,10 @@ def point_in_time_join_spark(
         for f in view.features:
             typ = pa.int64() if f.dtype == "int64" else pa.float64()
             fields.append(pa.field(feature_column(view, f.name), typ))
-        fields += [pa.field(feature_ts_column(view), UTC_US),
-                   pa.field(created_ts_column(view), UTC_US)]
+        fields += [
+            pa.field(feature_ts_column(view), UTC_US),
+            pa.field(created_ts_column(view), UTC_US),
+        ]
     schema = pa.schema(fields)
     arrays = []
     for fld in schema:

@@ -1,0 +1,28 @@
+"""`pitstore bench`: benchmarks against the baselines a user would pick instead (issue 7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def bench(
+        size: Annotated[
+            str, typer.Option(help="tiny (smoke), small (< 10 min on 2 cores) or medium.")
+        ] = "small",
+        out: Annotated[
+            Path | None, typer.Option(help="JSON output (default bench/results/latest.json).")
+        ] = None,
+        keep: Annotated[bool, typer.Option(help="Keep the temporary data directory.")] = False,
+    ) -> None:
+        """Build data, run every benchmark side by side with its baselines, print one table."""
+        from bench.harness import SIZES
+        from bench.run import run_all
+
+        if size not in SIZES:
+            raise typer.BadParameter(f"size must be one of {sorted(SIZES)}", param_hint="--size")
+        run_all(size, out, keep)
