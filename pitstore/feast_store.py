@@ -49,6 +49,10 @@ def definitions() -> list[Any]:
     """The Feast objects declared in feature_repo/ (which derives them from the spec)."""
     if str(FEATURE_REPO) not in sys.path:
         sys.path.insert(0, str(FEATURE_REPO))
+    # The sources bind PITSTORE_HOME when their module runs: import afresh every
+    # time, so a process that switches homes never registers a stale path.
+    for name in ("entities", "data_sources", "feature_views", "feature_services"):
+        sys.modules.pop(name, None)
     entities = importlib.import_module("entities")
     sources = importlib.import_module("data_sources")
     views = importlib.import_module("feature_views")

@@ -15,19 +15,16 @@ than the stored one).
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Literal
 
 import duckdb
 import redis
 
 from pitstore.config import Settings
-from pitstore.feast_store import FEATURE_REPO
 from pitstore.parity import OnlineParity, check_online
 from pitstore.spec import FEATURE_VIEWS, FeatureService, FeatureView
 from pitstore.timeutil import from_us, to_us
@@ -90,7 +87,6 @@ def feast_materialize(settings: Settings, watermark: datetime) -> int:
     client = redis.Redis.from_url(settings.redis_url)
     last = client.get(FEAST_LAST)
     if last is None:
-        _forget_feature_repo_modules()  # their sources were bound to PITSTORE_HOME at import
         apply(settings)
         start = watermark - max(v.ttl for v in FEATURE_VIEWS)
     else:
@@ -98,13 +94,6 @@ def feast_materialize(settings: Settings, watermark: datetime) -> int:
     get_store(settings).materialize(start_date=start, end_date=watermark)
     client.set(FEAST_LAST, to_us(watermark))
     return -1  # Feast does not say
-
-
-def _forget_feature_repo_modules() -> None:
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None) or ""
-        if path and Path(path).resolve().parent == FEATURE_REPO:
-            del sys.modules[name]
 
 
 def newest_restated(settings: Settings, view: FeatureView, watermark: datetime) -> int:

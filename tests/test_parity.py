@@ -21,7 +21,7 @@ from pitstore.landing import write_landing
 from pitstore.online_read import OnlineReader, read_features, redis_entity_key
 from pitstore.parity import ParityReport, check_online
 from pitstore.reference import Event
-from pitstore.simulate import SimParams, _forget_feature_repo_modules, run_simulation
+from pitstore.simulate import SimParams, run_simulation
 from pitstore.spec import ACCOUNT_HOURLY, FEATURE_VIEWS, FRAUD_V1
 from pitstore.timeutil import to_us
 from pitstore.transform import transform_dbt
@@ -140,7 +140,6 @@ def hourly_triple(settings: Settings, at: datetime) -> tuple[tuple[object, ...],
 
 
 def fresh_feast(settings: Settings):  # type: ignore[no-untyped-def]
-    _forget_feature_repo_modules()  # feature_repo binds sources to PITSTORE_HOME at import
     apply(settings)
     return get_store(settings)
 
