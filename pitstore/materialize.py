@@ -11,10 +11,13 @@ What we write: for every entity touched by any row created in
 ``created_timestamp`` first). Keys, field names and values use Feast's own
 encoding, so ``FeatureStore.get_online_features`` reads them unchanged.
 
-Atomicity: each batch of entities is written in one MULTI/EXEC transaction (an
-entity's hash is never half old, half new), and the view's
-``pitstore:materialized:<view>`` marker moves to ``W`` only after every batch
-landed. A crash leaves the marker at the old ``W``; rerunning heals.
+Atomicity: each entity is written by one HSET of all its fields, which Redis
+applies atomically (an entity's hash is never half old, half new), so batches
+are plain pipelines — a MULTI/EXEC around them would add nothing but a QUEUED
+reply per command. The view's ``pitstore:materialized:<view>`` marker moves to
+``W`` only after every batch landed. A crash leaves the marker at the old ``W``;
+rerunning heals (values are recomputed from the offline store, so a rerun writes
+the same bytes).
 """
 
 from __future__ import annotations
@@ -218,7 +221,7 @@ def materialize_view(
 
 
 def _write_batch(client: redis.Redis, batch: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
-    with client.pipeline(transaction=True) as pipe:
+    with client.pipeline(transaction=False) as pipe:
         for redis_key, mapping in batch:
             pipe.hset(redis_key, mapping=mapping)  # type: ignore[arg-type]
         pipe.execute()
