@@ -72,35 +72,8 @@ def _child_pitstore(settings: Any, requests_path: Path, mode: str) -> pa.Table:
     return table, seconds, before  # type: ignore[return-value]
 
 
-def _patch_feast_ttl_literal() -> None:
-    """Work around a Feast 0.67 bug in the DuckDB (ibis) offline store.
-
-    ``ibis.literal(feature_view.ttl)`` raises "Unable to infer interval type
-    from mixed units" for any TTL that is not a whole number of one unit, e.g.
-    account_hourly's 25 h (``timedelta(days=1, seconds=3600)``). Passing the
-    TTL as whole seconds changes nothing else; without it Feast cannot answer.
-    """
-    from datetime import timedelta
-
-    import ibis
-
-    original = ibis.literal
-    if getattr(original, "_pitstore_patched", False):
-        return
-
-    def literal(value: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(value, timedelta) and not args and not kwargs:
-            return ibis.interval(seconds=int(value.total_seconds()))
-        return original(value, *args, **kwargs)
-
-    literal._pitstore_patched = True  # type: ignore[attr-defined]
-    ibis.literal = literal
-
-
 def _child_feast(settings: Any, requests_path: Path, as_known: bool) -> Any:
     from pitstore.feast_store import get_store
-
-    _patch_feast_ttl_literal()
 
     store = get_store(settings)
     service = store.get_feature_service(FRAUD_V1.name)

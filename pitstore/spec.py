@@ -121,7 +121,11 @@ class FeatureView:
         # (the newest sparse row is at most that old while a window is non-empty,
         # and the all-zero row is written at the boundary where it empties)
         # ever counts as stale. A zero row older than this is "missing".
-        return self.max_window + self.cadence
+        # Rounded up to whole days: Feast 0.67's DuckDB offline store turns the
+        # TTL into an ibis interval literal, which fails on mixed units (25h =
+        # 1 day + 3600 s). A longer TTL is allowed by DESIGN ("at least").
+        needed = self.max_window + self.cadence
+        return timedelta(days=-(-needed // timedelta(days=1)))
 
     @property
     def uses_labels(self) -> bool:

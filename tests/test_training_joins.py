@@ -208,26 +208,9 @@ def test_modes_differ_on_restated_data(random_home):  # type: ignore[no-untyped-
 
 @pytest.fixture(scope="module")
 def feast_store(random_home):  # type: ignore[no-untyped-def]
-    """Feast over the random store. Two workarounds, both test-only:
-
-    - feature_repo/data_sources.py reads PITSTORE_HOME at import time, so the
-      definition modules are reloaded for this home (and again afterwards);
-    - Feast 0.67's ibis join calls ``ibis.literal(ttl)``, which fails for a TTL
-      mixing days and seconds (account_hourly: 25h); it is wrapped in
-      ``ibis.interval``.
-    """
-    import ibis
-
+    """Feast over the random store."""
     home, _, _ = random_home
-    original = ibis.literal
-
-    def literal(value, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if isinstance(value, timedelta) and not args and not kwargs:
-            return ibis.interval(value)
-        return original(value, *args, **kwargs)
-
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(ibis, "literal", literal)
     monkeypatch.setenv("PITSTORE_HOME", str(home))
     from pitstore import feast_store
 
