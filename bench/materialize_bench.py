@@ -138,7 +138,7 @@ def run(settings: Settings, view: FeatureView, watermark: datetime, repeats: int
             )
     fields = sum(len(h) for h in dumps["pitstore"].values())
     del dumps
-    timing = bulk_runs(contenders, repeats, setup=lambda _name: client.flushdb())
+    timing = bulk_runs(contenders, repeats, setup=lambda _name: None if client.flushdb() else None)
     client.flushdb()
     client.close()
     for t in timing.values():

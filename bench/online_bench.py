@@ -128,7 +128,7 @@ def run(
         def raw(keys: list[bytes] = raw_keys) -> list[Any]:
             pipe = client.pipeline(transaction=False)
             for k in keys:
-                pipe.hgetall(k)
+                pipe.hgetall(k)  # type: ignore[arg-type]
             return pipe.execute()
 
         checked = verify(

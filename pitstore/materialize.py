@@ -201,7 +201,7 @@ def materialize_view(
     except redis.exceptions.ConnectionError as exc:
         raise MaterializeError(f"Redis at {settings.redis_url} is unreachable: {exc}") from exc
     w_us = to_us(watermark)
-    previous = int(previous_raw) if previous_raw is not None else None
+    previous = int(previous_raw) if previous_raw is not None else None  # type: ignore[arg-type]
     if previous is not None and previous > w_us and not full:
         # Writing an older W would move Redis back in time under live scorers.
         return MaterializeResult(view.name, watermark.isoformat(), 0, _iso(previous), True)
@@ -234,4 +234,4 @@ def _iso(micros: int | None) -> str | None:
 
 def materialized_watermark(settings: Settings, view: FeatureView) -> datetime | None:
     raw = redis_client(settings).get(MARKER.format(view=view.name))
-    return None if raw is None else from_us(int(raw))
+    return None if raw is None else from_us(int(raw))  # type: ignore[arg-type]

@@ -206,7 +206,8 @@ def transform_dbt(
     runs = [] if full_refresh else existing_runs(settings.warehouse)
     previous = check_run_order(w_us, runs)
 
-    tx_files, drifted = [], []
+    tx_files: list[str] = []
+    drifted: list[str] = []
     for path in landing.partition_files(manifest, "transactions", watermark):
         (drifted if schema_drift(path, TRANSACTION_COLUMNS) else tx_files).append(str(path))
     label_files = [str(p) for p in landing.partition_files(manifest, "labels", watermark)]

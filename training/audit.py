@@ -46,7 +46,8 @@ def _age_hours(table: pa.Table, col: str) -> dict[str, float | None]:
     ft_us = pc.cast(table.column(col), pa.int64())
     age = pc.drop_null(pc.divide(pc.cast(pc.subtract(ts_us, ft_us), pa.float64()), 3.6e9))
     if len(age) == 0:
-        return {f"p{int(q * 100)}": None for q in PERCENTILES} | {"max": None}
+        empty: dict[str, float | None] = {f"p{int(q * 100)}": None for q in PERCENTILES}
+        return empty | {"max": None}
     qs = pc.quantile(age, q=list(PERCENTILES), interpolation="lower").to_pylist()
     out: dict[str, float | None] = {
         f"p{int(q * 100)}": round(v, 6) for q, v in zip(PERCENTILES, qs, strict=True)

@@ -89,7 +89,8 @@ def _stats(path: Path) -> FileStats:
     hi: dict[str, datetime | None] = {}
     for col in ("event_timestamp", "created_timestamp"):
         idx = names.index(col)
-        mins, maxs = [], []
+        mins: list[datetime | None] = []
+        maxs: list[datetime | None] = []
         for g in range(meta.num_row_groups):
             st = meta.row_group(g).column(idx).statistics
             if st is None or not st.has_min_max:
@@ -97,9 +98,9 @@ def _stats(path: Path) -> FileStats:
                 break
             mins.append(st.min)
             maxs.append(st.max)
-        known_min = [m for m in mins if m is not None]
-        known_max = [m for m in maxs if m is not None]
-        ok = known_min and len(known_min) == len(mins)
+        known_min: list[datetime] = [m for m in mins if m is not None]
+        known_max: list[datetime] = [m for m in maxs if m is not None]
+        ok = bool(known_min) and len(known_min) == len(mins)
         lo[col] = min(known_min) if ok else None
         hi[col] = max(known_max) if ok else None
     return FileStats(
