@@ -154,7 +154,9 @@ def apply() -> None:
 def materialize(
     watermark: WatermarkOpt,
     view: Annotated[list[str] | None, typer.Option(help="Only these views.")] = None,
-    full: Annotated[bool, typer.Option(help="Rewrite every entity, not only touched ones.")] = False,
+    full: Annotated[
+        bool, typer.Option(help="Rewrite every entity, not only touched ones.")
+    ] = False,
 ) -> None:
     """Load the as-known values at W into Redis (restated rows included)."""
     from pitstore.materialize import MaterializeError, materialize_view

@@ -107,8 +107,7 @@ def _feature_expr(feature: Feature, boundary: str) -> str:
         # A label counts at T only once it is known at T (label_ts <= T); the
         # watermark filter (label ingested_at <= W) is applied upstream.
         frauds = (
-            f"sum(case when {inside} and e.is_fraud and e.label_us <= {boundary} "
-            "then 1 else 0 end)"
+            f"sum(case when {inside} and e.is_fraud and e.label_us <= {boundary} then 1 else 0 end)"
         )
         if agg.function == "fraud_count":
             expr = frauds
@@ -145,7 +144,6 @@ def render_view_sql(view: FeatureView, rel: Relations, dialect: Dialect) -> str:
     """The SELECT producing the rows a run at ``W`` appends to ``view``."""
     key = view.entity.join_key
     c = us(view.cadence)
-    lookback = us(view.max_window) + c
     feats = view.features
     names = [f.name for f in feats]
     d = dialect
@@ -188,7 +186,9 @@ def render_view_sql(view: FeatureView, rel: Relations, dialect: Dialect) -> str:
         if view.uses_labels
         else ""
     )
-    value_cols = ",\n        ".join(f"{_feature_expr(f, 'b.boundary_us')} as {f.name}" for f in feats)
+    value_cols = ",\n        ".join(
+        f"{_feature_expr(f, 'b.boundary_us')} as {f.name}" for f in feats
+    )
     change = " or ".join(f"v.{n} <> coalesce(pv.{n}, 0)" for n in names)
     differs = " or ".join(f"v.{n} <> s.{n}" for n in names)
     out_cols = ",\n    ".join(f"r.{n}" for n in names)
