@@ -9,35 +9,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pitstore.generate import GeneratorParams, LandingBatch
+from pitstore.generate import LABELS_SCHEMA, TRANSACTIONS_SCHEMA, GeneratorParams, LandingBatch
 from pitstore.landing import LandingManifest, write_landing
 from pitstore.reference import Event, Label
 from pitstore.timeutil import from_us
 
-TX_SCHEMA = pa.schema(
-    [
-        ("transaction_id", pa.string()),
-        ("account_id", pa.string()),
-        ("card_id", pa.string()),
-        ("merchant_id", pa.string()),
-        ("merchant_category", pa.string()),
-        ("amount", pa.float64()),
-        ("currency", pa.string()),
-        ("channel", pa.string()),
-        ("country", pa.string()),
-        ("device_id", pa.string()),
-        ("event_ts", pa.string()),
-        ("ingested_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-LABEL_SCHEMA = pa.schema(
-    [
-        ("transaction_id", pa.string()),
-        ("is_fraud", pa.bool_()),
-        ("label_ts", pa.timestamp("us", tz="UTC")),
-        ("ingested_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
+# The landing contract's schemas, exactly as the generator writes them.
+TX_SCHEMA = TRANSACTIONS_SCHEMA
+LABEL_SCHEMA = LABELS_SCHEMA
 
 
 def iso_with_offset(micros: int, offset_minutes: int = 0) -> str:
