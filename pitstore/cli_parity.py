@@ -231,3 +231,97 @@ def simulate(
     console.print(f"{verdict} ({len(result.runs)} runs, {result.seconds} s)")
     if not result.passed:
         raise typer.Exit(1)
+
+
+@parity_app.command("engines")
+def engines(
+    watermark: Annotated[
+        list[str],
+        typer.Option(
+            "--watermark",
+            "-w",
+            help="Run watermark W, ISO-8601 with offset; repeat for several runs (run in order).",
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Both engines' homes go here (default PITSTORE_HOME/parity/engines)."),
+    ] = None,
+    master: Annotated[str, typer.Option(help="Spark master URL.")] = "local[*]",
+    fresh: Annotated[bool, typer.Option(help="Start both engines from an empty store.")] = False,
+    rel_tol: Annotated[float, typer.Option(help="Relative tolerance for float features.")] = 1e-12,
+    section_out: Annotated[
+        Path | None,
+        typer.Option(help="Also write the result as a JSON section for `parity online --section`."),
+    ] = None,
+) -> None:
+    """Run dbt and Spark on the same landing zone; compare every view, feature by feature.
+
+    Both offline stores are compared whole (every version of every run so far): rows
+    only in one engine, and per feature the rows whose values differ (integers
+    exactly, floats within --rel-tol). Exit 1 on any difference.
+    """
+    import json
+
+    from pitstore.config import get_settings
+    from pitstore.engine_parity import report_markdown, run_engines
+    from pitstore.landing import LandingError
+    from pitstore.timeutil import WatermarkError, parse_utc
+    from pitstore.transform import TransformError
+
+    try:
+        ws = [parse_utc(w) for w in watermark]
+    except WatermarkError as exc:
+        _fail(str(exc))
+        raise
+    settings = get_settings()
+    target = out or settings.home / "parity" / "engines"
+    try:
+        report = run_engines(settings, ws, target, master=master, fresh=fresh, rel_tol=rel_tol)
+    except (LandingError, TransformError) as exc:
+        _fail(str(exc))
+        raise
+    a, b = report.engines
+    summary = Table(title=f"engine parity: {a} vs {b} (floats within rel tol {rel_tol:g})")
+    for col in ("view", f"rows {a}", f"rows {b}", f"only in {a}", f"only in {b}", "status"):
+        summary.add_column(col, justify="left" if col in ("view", "status") else "right")
+    for v in report.views:
+        summary.add_row(
+            v.view,
+            str(v.rows[a]),
+            str(v.rows[b]),
+            str(v.only_in[a]),
+            str(v.only_in[b]),
+            "[green]same[/]" if v.ok else "[bold red]DIFFERENT[/]",
+        )
+    console.print(summary)
+    features = Table(title="per feature: rows whose values differ")
+    for col in ("view", "feature", "type", "differing", "examples (key, T µs, created µs, a, b)"):
+        features.add_column(col, justify="right" if col == "differing" else "left")
+    for v in report.views:
+        for f in v.features:
+            examples = "; ".join(map(str, f.examples))
+            features.add_row(v.view, f.feature, f.dtype, str(f.differing), examples)
+    console.print(features)
+    for v in report.views:
+        if v.schema_difference:
+            err.print(f"[bold red]{v.view}: schemas differ:[/] {v.schema_difference}")
+        for engine, rows in v.only_examples.items():
+            if rows:
+                err.print(f"[red]{v.view}: rows only in {engine}[/], e.g. {rows}")
+    if section_out is not None:
+        section_out.parent.mkdir(parents=True, exist_ok=True)
+        section = {
+            "name": "engine_parity",
+            "title": f"Engine parity: {a} vs {b}",
+            "passed": report.ok,
+            "rel_tol": rel_tol,
+            "views": report.to_dict(),
+            "markdown": report_markdown(report),
+        }
+        section_out.write_text(json.dumps(section, indent=2, default=str) + "\n")
+        console.print(f"section: {section_out}")
+    if not report.ok:
+        err.print("[bold red]FAIL[/]: the engines disagree")
+        raise typer.Exit(1)
+    console.print("[green]PASS[/]: dbt and Spark wrote the same rows")

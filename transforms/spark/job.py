@@ -32,8 +32,10 @@ if __name__ == "__main__" and not __package__:  # spark-submit transforms/spark/
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
@@ -106,6 +108,10 @@ def spark_session(master: str | None = DEFAULT_MASTER) -> SparkSession:
     builder = SparkSession.builder.appName("pitstore-transform")
     if master:
         builder = builder.master(master)
+    if (master or "").startswith("local"):
+        # One machine: a few shuffle partitions, not the cluster default of 200
+        # (the runs' plans have dozens of small shuffles; 200 tasks each dominate).
+        builder = builder.config("spark.sql.shuffle.partitions", str(os.cpu_count() or 2))
     for key, value in SPARK_CONF.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
@@ -219,8 +225,12 @@ def _read_raw(spark: SparkSession, uris: list[str], columns: dict[str, str]) -> 
 
         schema.add("filename", StringType()).add("file_row_number", LongType())
         return spark.createDataFrame([], schema)
-    return spark.read.schema(schema).parquet(*uris).selectExpr(
-        "*", "_metadata.file_path as filename", "_metadata.row_index as file_row_number"
+    return (
+        spark.read.schema(schema)
+        .parquet(*uris)
+        .selectExpr(
+            "*", "_metadata.file_path as filename", "_metadata.row_index as file_row_number"
+        )
     )
 
 
@@ -232,7 +242,8 @@ def recorded_runs(store: Store, layout: Layout) -> list[int]:
     runs = []
     for name in store.list_names(layout.markers):
         if name.startswith("run-") and name.endswith(".json"):
-            runs.append(int(json.loads(store.read_text(join(layout.markers, name)))["watermark_us"]))
+            marker = json.loads(store.read_text(join(layout.markers, name)))
+            runs.append(int(marker["watermark_us"]))
     return runs
 
 
@@ -245,7 +256,8 @@ def _run_files(store: Store, view_dir: str) -> list[str]:
 
 
 def _single_part(store: Store, tmp_dir: str) -> str:
-    parts = [n for n in store.list_names(tmp_dir) if n.startswith("part-") and n.endswith("parquet")]
+    names = store.list_names(tmp_dir)
+    parts = [n for n in names if n.startswith("part-") and n.endswith(".parquet")]
     if len(parts) != 1:
         raise TransformError(f"expected one parquet part in {tmp_dir}, found {parts}")
     return join(tmp_dir, parts[0])
@@ -268,7 +280,8 @@ def run_job(
     prev_us = -1 if previous is None else previous
     w_stamp = stamp_us(w_us)
 
-    tx_uris, drifted = [], []
+    tx_uris: list[str] = []
+    drifted: list[str] = []
     for uri in _partition_uris(layout, manifest, "transactions", watermark):
         (drifted if _drift(spark, uri, TRANSACTION_COLUMNS) else tx_uris).append(uri)
     label_uris = _partition_uris(layout, manifest, "labels", watermark)
@@ -277,8 +290,7 @@ def run_job(
         raise TransformError(f"label files with schema drift: {bad_labels}")
     if not tx_uris:
         raise TransformError(
-            "the landing zone holds no transaction partition at or before "
-            f"{watermark.isoformat()}"
+            f"the landing zone holds no transaction partition at or before {watermark.isoformat()}"
         )
 
     _read_raw(spark, tx_uris, TRANSACTION_COLUMNS).createOrReplaceTempView("pit_raw_transactions")
@@ -287,9 +299,7 @@ def run_job(
     staged_tx.createOrReplaceTempView("pit_stg_transactions")
     spark.sql(staging.labels_sql("pit_raw_labels")).createOrReplaceTempView("pit_stg_labels")
     tx = spark.sql(
-        staging.deduped_sql(
-            "pit_stg_transactions", staging.DEDUPED_TRANSACTION_COLUMNS, w_us
-        )
+        staging.deduped_sql("pit_stg_transactions", staging.DEDUPED_TRANSACTION_COLUMNS, w_us)
     ).persist()
     labels = spark.sql(
         staging.deduped_sql("pit_stg_labels", staging.DEDUPED_LABEL_COLUMNS, w_us)
@@ -304,8 +314,21 @@ def run_job(
         drifted_files=[u.rsplit("/", 1)[-1] for u in drifted],
     )
     try:
-        for view in FEATURE_VIEWS:
-            _run_view(spark, store, layout, view, w_us, prev_us, w_stamp, full_refresh, summary)
+        # The views are independent: submitting them together lets Spark overlap
+        # one view's planning and small stages with another's.
+        with ThreadPoolExecutor(max_workers=len(FEATURE_VIEWS)) as pool:
+            counts = list(
+                pool.map(
+                    lambda v: _run_view(
+                        spark, store, layout, v, w_us, prev_us, w_stamp, full_refresh
+                    ),
+                    FEATURE_VIEWS,
+                )
+            )
+        for view, (appended, restated, total) in zip(FEATURE_VIEWS, counts, strict=True):
+            summary.rows_appended[view.name] = appended
+            summary.rows_restated[view.name] = restated
+            summary.rows_total[view.name] = total
         _count_quarantine(spark, drifted, w_us, previous, summary)
     finally:
         tx.unpersist()
@@ -331,8 +354,10 @@ def _run_view(
     prev_us: int,
     w_stamp: str,
     full_refresh: bool,
-    summary: RunSummary,
-) -> None:
+) -> tuple[int, int, int]:
+    """Write the view's run file; return (appended, restated, total rows after)."""
+    from pyspark.sql.types import StructField, StructType
+
     key = view.entity.join_key
     view_dir = layout.view_dir(view.name)
     files = [] if full_refresh else _run_files(store, view_dir)
@@ -350,6 +375,10 @@ def _run_view(
         previous_us=str(prev_us),
     )
     rows = spark.sql(render_view_sql(view, rel, SPARK))
+    # Every column nullable, as dbt writes them, whatever Spark proved about this plan
+    # (a union's nullability is its inputs'): one schema for every run file.
+    nullable = StructType([StructField(f.name, f.dataType, True) for f in rows.schema])
+    rows = rows.unionByName(spark.createDataFrame([], nullable))
     tmp_dir = join(view_dir, f".tmp-{w_stamp}")
     store.delete(tmp_dir)
     (
@@ -374,9 +403,7 @@ def _run_view(
             store.delete(old)
     store.replace(part, join(view_dir, f"run-{w_stamp}.parquet"))
     store.delete(tmp_dir)
-    summary.rows_appended[view.name] = appended
-    summary.rows_restated[view.name] = restated
-    summary.rows_total[view.name] = total_before + appended
+    return appended, restated, total_before + appended
 
 
 def _count_quarantine(
@@ -445,8 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     spark = spark_session(args.master)
     try:
-        summary = run_job(spark, Layout.from_home(args.home, args.landing), watermark,
-                          args.full_refresh)
+        summary = run_job(
+            spark, Layout.from_home(args.home, args.landing), watermark, args.full_refresh
+        )
     except (landing.LandingError, TransformError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
