@@ -39,7 +39,7 @@ def run_demo(settings: Settings, accounts: int, days: int, console: Console) -> 
     console.print(f"applied {len(names)} definitions")
 
     console.rule("3. daily batch: transform + materialize per day")
-    done = set(existing_runs(settings.warehouse))
+    done = set(existing_runs(settings))
     watermarks = [params.start + timedelta(days=d) for d in range(1, days + 1)]
     restated = dict.fromkeys((v.name for v in FEATURE_VIEWS), 0)
     appended = dict.fromkeys((v.name for v in FEATURE_VIEWS), 0)

@@ -85,16 +85,42 @@ def schema_drift(path: Path, expected: dict[str, str]) -> str | None:
     return "; ".join(parts)
 
 
-def existing_runs(warehouse: Path) -> list[int]:
-    """Watermarks (µs) of the runs already recorded in the warehouse."""
+def existing_runs(settings: Settings) -> list[int]:
+    """Watermarks (µs) of the dbt runs that completed.
+
+    A run is complete once its summary (``runs/dbt-<W>.json``) exists: it is
+    written last, after every view's parquet file was published. A run that
+    crashed before that never counts as "the previous run".
+    """
+    done = []
+    for path in sorted(settings.runs.glob("dbt-*.json")):
+        done.append(to_us(datetime.fromisoformat(json.loads(path.read_text())["watermark"])))
+    return done
+
+
+def discard_incomplete_runs(warehouse: Path, keep_us: list[int]) -> None:
+    """Drop rows a crashed run left in the warehouse (created by no completed run).
+
+    Otherwise a later run would compare against versions the offline store
+    never published. Rows of the run about to execute are replaced by it anyway.
+    """
     if not warehouse.exists():
-        return []
-    con = duckdb.connect(str(warehouse), read_only=True)
+        return
+    keep = ", ".join(str(k) for k in keep_us) or "-1"
+    con = duckdb.connect(str(warehouse))
     try:
-        tables = {r[0] for r in con.sql("select table_name from duckdb_tables()").fetchall()}
-        if "transform_runs" not in tables:
-            return []
-        return [r[0] for r in con.sql("select watermark_us from transform_runs").fetchall()]
+        tables = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
+        for view in FEATURE_VIEWS:
+            if mart_name(view) in tables:
+                con.execute(
+                    f"delete from {mart_name(view)} "
+                    f"where epoch_us(created_timestamp) not in ({keep})"
+                )
+        if "quarantine_events" in tables:
+            con.execute(
+                f"delete from quarantine_events "
+                f"where epoch_us(first_seen_watermark) not in ({keep})"
+            )
     finally:
         con.close()
 
@@ -203,7 +229,11 @@ def transform_dbt(
     started = time.perf_counter()
     manifest = landing.validate_for_watermark(settings.landing, watermark)
     w_us = to_us(watermark)
-    runs = [] if full_refresh else existing_runs(settings.warehouse)
+    if full_refresh:
+        # History is rebuilt as one version at W: earlier runs no longer exist.
+        for old in settings.runs.glob("dbt-*.json"):
+            old.unlink()
+    runs = existing_runs(settings)
     previous = check_run_order(w_us, runs)
 
     tx_files: list[str] = []
@@ -222,10 +252,12 @@ def transform_dbt(
     settings.home.mkdir(parents=True, exist_ok=True)
     dbt_vars = {
         "watermark_us": w_us,
+        "previous_watermark_us": -1 if previous is None else previous,
         "transaction_files": tx_files,
         "label_files": label_files,
         "drifted_files": drifted,
     }
+    discard_incomplete_runs(settings.warehouse, [*runs, w_us])
     args = ["run", "--vars", json.dumps(dbt_vars)]
     if full_refresh:
         args.append("--full-refresh")

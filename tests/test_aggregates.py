@@ -142,3 +142,29 @@ def test_quarantine_keeps_bad_events_out(settings: Settings) -> None:
     con.close()
     assert leaked == 0
     assert DAY > 0
+
+
+def test_crashed_run_never_counts_as_previous(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed after dbt but before publishing leaves nothing a later run trusts."""
+    import pitstore.transform as transform
+
+    events, labels = random_events(3, days=3, n=90)
+    write_events(settings.landing, START, 3, events, labels)
+    w1, w2, w3 = (START + timedelta(days=d) for d in (1, 2, 3))
+    transform_dbt(settings, w1)
+
+    def killed(*args: object, **kwargs: object) -> int:
+        raise RuntimeError("killed while publishing")
+
+    monkeypatch.setattr(transform, "export_view", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        transform_dbt(settings, w2)
+    monkeypatch.undo()
+    transform_dbt(settings, w3)  # W2 never completed: the previous run is W1
+
+    for view in FEATURE_VIEWS:
+        first = reference.run(view, events, labels, to_us(w1), [])
+        third = reference.run(view, events, labels, to_us(w3), first)
+        assert offline_rows(settings.offline, view) == sorted(first + third), view.name

@@ -4,9 +4,10 @@
     cast({{ var('watermark_us') }} as bigint)
 {%- endmacro %}
 
+{# The previous *completed* run (-1: none), decided by `pitstore transform`:
+   a run counts once its summary was written, after its parquet was published. #}
 {% macro previous_watermark_us() -%}
-    (select coalesce(max(watermark_us), -1) from {{ ref('transform_runs') }}
-     where watermark_us < {{ watermark_us() }})
+    cast({{ var('previous_watermark_us') }} as bigint)
 {%- endmacro %}
 
 {# ISO-8601 with an explicit offset (Z or +HH:MM); anything else is rejected. #}

@@ -1,5 +1,4 @@
 -- Valid fraud labels, one per transaction_id: the first ingested label wins.
--- depends_on: {{ ref('transform_runs') }}
 
 with
 

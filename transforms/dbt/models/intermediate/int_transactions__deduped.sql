@@ -2,7 +2,6 @@
 -- (ties broken by landing file and row, so every engine picks the same copy).
 -- Incremental: a run appends the ids it is the first to see. A duplicate
 -- delivered later never replaces the copy already here.
--- depends_on: {{ ref('transform_runs') }}
 
 with
 

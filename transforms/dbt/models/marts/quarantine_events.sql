@@ -1,7 +1,6 @@
 -- Every bad raw event, with its reason, recorded by the first run that saw it.
 -- Nothing here ever reaches an aggregate.
 {{ config(incremental_strategy='append') }}
--- depends_on: {{ ref('transform_runs') }}
 
 with
 

@@ -1,6 +1,6 @@
--- One row per transform run (watermark). Built first in every run, so models
--- find "the previous run" as the newest watermark before this one, even when a
--- run is repeated or an earlier one crashed halfway.
+-- One row per transform run dbt executed (its watermark): an audit trail.
+-- Which run counts as "previous" is decided outside dbt, from the completed
+-- runs' summaries (see pitstore/transform.py), so a crashed run never does.
 {{ config(unique_key=['watermark_us']) }}
 
 with
