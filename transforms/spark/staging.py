@@ -65,7 +65,7 @@ fields as (
         try_cast(substr(event_ts, 12, 2) as bigint) as p_hour,
         try_cast(substr(event_ts, 15, 2) as bigint) as p_minute,
         try_cast(substr(event_ts, 18, 2) as bigint) as p_second,
-        try_cast(rpad(regexp_extract(event_ts, r'^.{{19}}\.(\d{{1,6}})', 1), 6, '0') as bigint)
+        try_cast(rpad(regexp_extract(event_ts, r'^.{{19}}\\.(\\d{{1,6}})', 1), 6, '0') as bigint)
             as p_fraction_us,
         case
             when substr(event_ts, -1, 1) = 'Z' then 0
