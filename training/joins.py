@@ -182,14 +182,12 @@ def _lit(value: datetime) -> str:
     return f"make_timestamptz({to_us(value)}::bigint)"
 
 
-def _view_sql(
+def _source_sql(
     view: FeatureView, mode: str, files: list[Path], min_ts: datetime, max_ts: datetime
 ) -> str:
-    """SQL answering one view for the registered ``req`` table (ROW, keys, ts)."""
+    """The offline rows that can answer the requests in ``req``, read once."""
     key = view.entity.join_key
-    feats = [f.name for f in view.features]
-    ttl_us = _ttl_us(view)
-    cols = ", ".join(f'"{f}"' for f in feats)
+    cols = ", ".join(f'"{f.name}"' for f in view.features)
     # Pushed-down filters: only the files chosen by statistics, only requested
     # keys, only event times that can be inside some request's TTL window.
     where = (
@@ -199,10 +197,17 @@ def _view_sql(
     )
     if mode == "as_known":
         where += f" and created_timestamp <= {_lit(max_ts)}"
-    src = (
+    return (
         f"select {key}, event_timestamp, created_timestamp, {cols} "
         f"from read_parquet({_sql_list(files)}) where {where}"
     )
+
+
+def _view_sql(view: FeatureView, mode: str, src: str) -> str:
+    """SQL answering one view for ``req`` (ROW, keys, ts) from the rows in ``src``."""
+    key = view.entity.join_key
+    feats = [f.name for f in view.features]
+    ttl_us = _ttl_us(view)
     ok = f"(v.event_timestamp >= r.ts - to_microseconds({ttl_us}::bigint)) as ok"
     out_cols = ", ".join(
         f'case when ok then j."{f}" end as "{feature_column(view, f)}"' for f in feats
@@ -251,8 +256,13 @@ def join_view_duckdb(
             f'null::timestamptz as "{created_ts_column(view)}" from req'
         )
     else:
+        # One scan of the parquet: the rows the join can use go to a temp table,
+        # which both the integrity check and the join then read.
+        con.execute(
+            "create or replace temp table src as " + _source_sql(view, mode, files, min_ts, max_ts)
+        )
         bad = con.execute(
-            f"select count(*) from read_parquet({_sql_list(files)}) "
+            "select count(*) from src "
             "where event_timestamp > created_timestamp or event_timestamp is null "
             "or created_timestamp is null"
         ).fetchall()[0][0]
@@ -261,7 +271,7 @@ def join_view_duckdb(
                 f"view {view.name}: {bad} offline rows have event_timestamp after "
                 "created_timestamp (or null times); the store violates T <= W"
             )
-        sql = _view_sql(view, mode, files, min_ts, max_ts)
+        sql = _view_sql(view, mode, "select * from src")
     return con.sql(f"select * from ({sql}) order by {ROW}").to_arrow_table()
 
 
