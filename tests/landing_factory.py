@@ -30,6 +30,26 @@ def iso_with_offset(micros: int, offset_minutes: int = 0) -> str:
     return text.replace("+00:00", "Z")
 
 
+def tx_row(e: Event, event_ts: str | None, **overrides: object) -> dict[str, object]:
+    """One raw landing row for ``e`` (``overrides`` replace any column)."""
+    row: dict[str, object] = {
+        "transaction_id": e.transaction_id,
+        "account_id": e.account_id,
+        "card_id": "C" + e.account_id,
+        "merchant_id": e.merchant_id,
+        "merchant_category": "grocery",
+        "amount": float(e.amount),
+        "currency": "GBP",
+        "channel": e.channel,
+        "country": e.country,
+        "device_id": None,
+        "event_ts": event_ts,
+        "ingested_at": from_us(e.ingested_us),
+    }
+    row.update(overrides)
+    return row
+
+
 def write_events(
     root: Path,
     start: datetime,
@@ -44,22 +64,7 @@ def write_events(
     for i, e in enumerate(sorted(events, key=lambda e: (e.ingested_us, e.source_order))):
         day = from_us(e.ingested_us).date().isoformat()
         offset = offsets[i % len(offsets)] if offsets else 0
-        tx_rows[day].append(
-            {
-                "transaction_id": e.transaction_id,
-                "account_id": e.account_id,
-                "card_id": "C" + e.account_id,
-                "merchant_id": e.merchant_id,
-                "merchant_category": "grocery",
-                "amount": float(e.amount),
-                "currency": "GBP",
-                "channel": e.channel,
-                "country": e.country,
-                "device_id": None,
-                "event_ts": iso_with_offset(e.event_us, offset),
-                "ingested_at": from_us(e.ingested_us),
-            }
-        )
+        tx_rows[day].append(tx_row(e, iso_with_offset(e.event_us, offset)))
     label_rows: dict[str, list[dict[str, object]]] = defaultdict(list)
     for lab in sorted(labels, key=lambda x: (x.ingested_us, x.source_order)):
         day = from_us(lab.ingested_us).date().isoformat()

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from landing_factory import LABEL_SCHEMA, TX_SCHEMA
+from landing_factory import LABEL_SCHEMA, TX_SCHEMA, tx_row
 
 from pitstore import reference
 from pitstore.config import Settings
@@ -100,25 +100,6 @@ def render_ts(micros: int, offset_minutes: int, midnight_as_24: bool = False) ->
         text += "." + f"{frac:06d}".rstrip("0")
     suffix = "Z" if offset_minutes == 0 and not midnight_as_24 else f"{sign}{hh:02d}:{mm:02d}"
     return text + suffix
-
-
-def tx_row(e: Event, event_ts: str | None, **overrides: Any) -> dict[str, Any]:
-    row = {
-        "transaction_id": e.transaction_id,
-        "account_id": e.account_id,
-        "card_id": "C" + e.account_id,
-        "merchant_id": e.merchant_id,
-        "merchant_category": "grocery",
-        "amount": float(e.amount),
-        "currency": "GBP",
-        "channel": e.channel,
-        "country": e.country,
-        "device_id": None,
-        "event_ts": event_ts,
-        "ingested_at": from_us(e.ingested_us),
-    }
-    row.update(overrides)
-    return row
 
 
 def land(root: Path, rows: list[tuple[int, int, dict[str, Any]]], labels: list[Label]) -> None:
