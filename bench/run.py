@@ -172,16 +172,8 @@ def run_all(
 SCORE_REQUESTS = {"tiny": 300, "small": 2000, "medium": 6000}
 
 
-def _score(settings: Any, size_name: str) -> dict[str, Any]:
-    """#3 via the serving team's load generator (its own server, Redis and data).
-
-    ``bench/score_load.py`` fires a fixed number of requests at a fixed
-    concurrency and reports throughput and latency. It has no no-op FastAPI
-    baseline and no max-throughput search, so the ratio (and the goal) is
-    reported as not yet measurable; the absolute figures are kept.
-    """
-    if importlib.util.find_spec("bench.score_load") is None:
-        return _not_measurable("bench/score_load.py (serving load generator) does not exist yet")
+def _load(size_name: str, noop: bool) -> dict[str, str] | str:
+    """One closed-loop load run of ``bench/score_load.py``; its figures, or an error."""
     import subprocess
 
     cmd = [
@@ -193,33 +185,64 @@ def _score(settings: Any, size_name: str) -> dict[str, Any]:
         "--concurrency",
         "16",
     ]
-    t0 = time.perf_counter()
+    if noop:
+        cmd.append("--noop")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
-    print(f"  [score_http] {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     if proc.returncode != 0:
-        return _not_measurable(f"bench.score_load failed: {(proc.stderr or proc.stdout)[-400:]}")
+        return (proc.stderr or proc.stdout)[-400:]
     figures: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         key, sep, value = line.partition(":")
         if sep:
             figures[key.strip()] = value.strip()
-    statuses = figures.get("statuses", "")
-    return {
+    return figures
+
+
+def _score(settings: Any, size_name: str) -> dict[str, Any]:
+    """#3: ``/v1/score`` vs a no-op FastAPI endpoint under the same load.
+
+    Both servers run as one uvicorn process on loopback with the same request
+    bodies, 16 concurrent closed-loop clients (``bench/score_load.py``);
+    pitstore's run also checks the audit log count against the responses. Not
+    yet done: the issue's max-throughput search and p99 at 70% of it (an
+    open-loop, rate-limited load); equal concurrency is the stand-in.
+    """
+    if importlib.util.find_spec("bench.score_load") is None:
+        return _not_measurable("bench/score_load.py (serving load generator) does not exist yet")
+    t0 = time.perf_counter()
+    ours = _load(size_name, noop=False)
+    noop = _load(size_name, noop=True)
+    print(f"  [score_http] {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if isinstance(ours, str):
+        return _not_measurable(f"bench.score_load failed: {ours}")
+    statuses = ours.get("statuses", "")
+    keys = ("throughput_rps", "p50_ms", "p99_ms", "concurrency", "requests")
+    errors = not statuses.replace(" ", "").startswith("{200:") or "," in statuses
+    out: dict[str, Any] = {
         "measurable": True,
         "partial": True,
-        "pitstore": {
-            k: figures.get(k)
-            for k in ("throughput_rps", "p50_ms", "p99_ms", "concurrency", "requests")
-        },
+        "pitstore": {k: ours.get(k) for k in keys},
         "statuses": statuses,
-        "fallbacks": figures.get("fallbacks"),
-        "audit_matches_responses": figures.get("audit_matches_responses"),
-        "errors": not statuses.replace(" ", "").startswith("{200:") or "," in statuses,
-        "baseline": "not yet measurable: score_load.py has no no-op endpoint baseline "
-        "and no max-throughput search (p99 at 70% of max)",
+        "fallbacks": ours.get("fallbacks"),
+        "audit_matches_responses": ours.get("audit_matches_responses"),
+        "errors": errors,
         "ratios": None,
         "goal": {"met": None},
     }
+    if isinstance(noop, str):
+        out["baseline"] = f"no-op run failed: {noop}"
+        return out
+    out["noop"] = {k: noop.get(k) for k in keys}
+    out["ratios"] = {
+        "p99_vs_noop": float(ours["p99_ms"]) / float(noop["p99_ms"]),
+        "p50_vs_noop": float(ours["p50_ms"]) / float(noop["p50_ms"]),
+        "throughput_vs_noop": float(ours["throughput_rps"]) / float(noop["throughput_rps"]),
+    }
+    # Not judged: at equal closed-loop concurrency the no-op runs at its own
+    # saturation, where its tail is the client's, not the server's. The goal is
+    # defined at 70% of max throughput (open loop), which is not built yet.
+    out["goal"] = {"p99_vs_noop_max": 3.0, "met": None}
+    return out
 
 
 def _transform(size_name: str) -> dict[str, Any]:
@@ -293,10 +316,20 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 f"{p.get('throughput_rps')} req/s at concurrency {p.get('concurrency')}; "
                 f"p50 {p.get('p50_ms')} ms / p99 {p.get('p99_ms')} ms; "
                 f"statuses {r.get('statuses')}",
-                "no-op endpoint: not yet measurable",
-                "-",
-                goal3,
-                "-",
+                (
+                    f"no-op {r['noop'].get('throughput_rps')} req/s; "
+                    f"p50 {r['noop'].get('p50_ms')} ms / p99 {r['noop'].get('p99_ms')} ms"
+                    if r.get("noop")
+                    else r.get("baseline", "no-op: not measured")
+                ),
+                (
+                    f"p99 {r['ratios']['p99_vs_noop']:.2f}x, p50 {r['ratios']['p50_vs_noop']:.2f}x "
+                    f"no-op (not judged: equal concurrency)"
+                    if r.get("ratios")
+                    else "-"
+                ),
+                goal3 + " (equal concurrency, not yet p99 at 70% of max)",
+                {True: "yes", False: "NO"}.get(r.get("goal", {}).get("met"), "-"),
             ]
         )
     r = b.get("materialize", _not_measurable("not run"))

@@ -103,6 +103,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--accounts", type=int, default=2000)
     parser.add_argument("--budget-ms", type=int, default=100)
+    parser.add_argument(
+        "--noop",
+        action="store_true",
+        help="Load the no-op baseline (bench/noop_app.py) instead of pitstore serve.",
+    )
     args = parser.parse_args()
 
     from test_serving import free_port, start_redis
@@ -122,9 +127,15 @@ def main() -> None:
         }
         server = None
         try:
-            setup(home, redis_url, args.accounts)
+            if not args.noop:
+                setup(home, redis_url, args.accounts)
+            command = (
+                ["-m", "bench.noop_app", "--port", str(port)]
+                if args.noop
+                else ["-m", "pitstore.cli", "serve", "--port", str(port)]
+            )
             server = subprocess.Popen(
-                [sys.executable, "-m", "pitstore.cli", "serve", "--port", str(port)],
+                [sys.executable, *command],
                 env=env,
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
@@ -132,6 +143,10 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url)
             result = asyncio.run(run(url, args.requests, args.concurrency, args.accounts))
+            if args.noop:  # nothing is audited: only the HTTP figures count
+                for key, value in result.items():
+                    print(f"{key:>24}: {value}")
+                return
             audited = count_records(home / "audit")
             answered = result["statuses"].get(200, 0) + result["warmup"]  # type: ignore[union-attr]
             result["audit_records"] = audited
