@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 from pitstore import landing
 from pitstore.codegen import DBT_DIR, mart_name
 from pitstore.config import Settings
-from pitstore.spec import FEATURE_VIEWS
-from pitstore.timeutil import stamp, to_us
+from pitstore.spec import FEATURE_VIEWS, FeatureView
+from pitstore.timeutil import from_us, stamp, to_us
 
 # The landing contract: a file whose columns differ is schema drift.
 TRANSACTION_COLUMNS = {
@@ -192,7 +192,7 @@ def _failed_nodes(result: object) -> str:
         return str(result)
 
 
-def export_view(con: duckdb.DuckDBPyConnection, view_name: str, out_dir: Path, w_us: int) -> int:
+def export_view(con: duckdb.DuckDBPyConnection, view: FeatureView, out_dir: Path, w_us: int) -> int:
     """Write the rows run ``W`` created as one parquet file, atomically.
 
     The file is written under a hidden temporary name and renamed into place,
@@ -202,7 +202,7 @@ def export_view(con: duckdb.DuckDBPyConnection, view_name: str, out_dir: Path, w
     final = out_dir / f"run-{stamp_us(w_us)}.parquet"
     tmp = out_dir / f".{final.name}.tmp"
     relation = con.sql(
-        f"select * from {mart_name_for(view_name)} "
+        f"select * from {mart_name(view)} "
         f"where created_timestamp = make_timestamptz({w_us}::bigint) "
         "order by all"
     )
@@ -211,13 +211,7 @@ def export_view(con: duckdb.DuckDBPyConnection, view_name: str, out_dir: Path, w
     return int(pq.read_metadata(final).num_rows)
 
 
-def mart_name_for(view_name: str) -> str:
-    return f"fct_{view_name}"
-
-
 def stamp_us(w_us: int) -> str:
-    from pitstore.timeutil import from_us
-
     return stamp(from_us(w_us))
 
 
@@ -277,7 +271,7 @@ def transform_dbt(
             if full_refresh and out_dir.exists():
                 for old in out_dir.glob("*.parquet"):
                     old.unlink()
-            summary.rows_appended[name] = export_view(con, name, out_dir, w_us)
+            summary.rows_appended[name] = export_view(con, view, out_dir, w_us)
             key = view.entity.join_key
             summary.rows_restated[name] = con.execute(
                 f"select count(*) from {mart_name(view)} n where n.created_timestamp = "
