@@ -64,8 +64,11 @@ class AuditLog:
 
     # --- writing -------------------------------------------------------------
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Write one whole record and fsync it; raise AuditError if that fails."""
+    def append(self, record: dict[str, Any]) -> bytes:
+        """Write one whole record and fsync it; raise AuditError if that fails.
+
+        Returns the JSON line written, so the response can reuse it rather than
+        encode the same record a second time."""
         line = encode(record)  # serialise fully first: no partial record on bad data
         day = str(record["decided_at"])[:10]
         try:
@@ -82,6 +85,7 @@ class AuditLog:
         except OSError as exc:
             raise AuditError(f"audit log write failed: {exc}") from exc
         self.records += 1
+        return line
 
     def _sync(self, seq: int) -> None:
         with self._sync_lock:

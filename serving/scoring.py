@@ -1,7 +1,8 @@
 """Pure scoring: feature values + a loaded model -> score, decision, reasons.
 
 No I/O here. ``model`` is anything with ``predict_proba(DataFrame)`` (the
-registry's ``LoadedModel``) and ``card`` is its model card.
+registry's ``LoadedModel``) and ``card`` is its model card; if it also has
+``predict_matrix(ndarray)`` (``serving.fast_model.FastModel``), that is used.
 
 Reasons: for each model input, the score change when that input alone is
 replaced by its *reference* value (the training median, from the model card)
@@ -13,6 +14,7 @@ they are exact, model-agnostic and reproducible from the audit log.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +65,18 @@ class ModelScore:
     model_input: dict[str, float]
 
 
+# Per service object (kept alive here, so its id stays unique): the spec is
+# static and building a view's feature list is most of what the lookup costs.
+_MEAN_FEATURE: dict[int, tuple[FeatureService, str | None]] = {}
+
+
+def _cached_mean_feature(service: FeatureService) -> str | None:
+    hit = _MEAN_FEATURE.get(id(service))
+    if hit is None or hit[0] is not service:
+        hit = _MEAN_FEATURE[id(service)] = (service, account_30d_mean_feature(service))
+    return hit[1]
+
+
 def account_30d_mean_feature(service: FeatureService) -> str | None:
     """The Feast feature request_time_features() needs, if the service has it."""
     for view in service.views:
@@ -77,7 +91,7 @@ def request_features(
     txn: Mapping[str, object], feast_values: Mapping[str, Any], service: FeatureService
 ) -> dict[str, float]:
     """Training's own request-time features, given the account mean as served."""
-    name = account_30d_mean_feature(service)
+    name = _cached_mean_feature(service)
     mean = feast_values.get(name) if name else None
     return request_time_features(txn, None if mean is None else float(mean))
 
@@ -130,7 +144,14 @@ def score_row(model: Model, row: Mapping[str, float]) -> ModelScore:
     matrix = np.tile(base, (len(columns) + 1, 1))
     for i, col in enumerate(columns):
         matrix[i + 1, i] = refs[col]
-    proba = np.asarray(model.predict_proba(pd.DataFrame(matrix, columns=columns)), dtype="float64")
+    # The fast path (serving.fast_model) takes the matrix as is; it gives the
+    # same probabilities as predict_proba, without a DataFrame round trip.
+    predict_matrix = getattr(model, "predict_matrix", None)
+    if predict_matrix is not None:
+        proba = np.asarray(predict_matrix(matrix), dtype="float64")
+    else:
+        frame = pd.DataFrame(matrix, columns=columns)
+        proba = np.asarray(model.predict_proba(frame), dtype="float64")
     probs = proba[:, 1] if proba.ndim == 2 else proba
     score = float(probs[0])
     if not math.isfinite(score):
@@ -204,6 +225,16 @@ def describe(column: str, value: float | None, refs: Mapping[str, float]) -> str
     typical = refs.get(column, 0.0)
     if column in _REQUEST_WORDS:
         return _REQUEST_WORDS[column](value or 0.0, typical)
+    wording = _wording(column)
+    if wording is None:
+        return f"{column} = {_fmt('number', value)} (typical {_fmt('number', typical)})"
+    prefix, kind = wording
+    return f"{prefix}: {_fmt(kind, value)} (typical {_fmt(kind, typical)})"
+
+
+@functools.cache  # the spec is static; building a view's features costs per call
+def _wording(column: str) -> tuple[str, str] | None:
+    """("<feature description> on this <entity>", value kind) for a Feast column."""
     view_name, sep, feature_name = column.partition("__")
     try:
         view = view_by_name(view_name) if sep else None
@@ -211,7 +242,7 @@ def describe(column: str, value: float | None, refs: Mapping[str, float]) -> str
         view = None
     feature = next((f for f in view.features if f.name == feature_name), None) if view else None
     if view is None or feature is None:
-        return f"{column} = {_fmt('number', value)} (typical {_fmt('number', typical)})"
+        return None
     agg = feature.aggregation
     kind = (
         "money"
@@ -220,7 +251,4 @@ def describe(column: str, value: float | None, refs: Mapping[str, float]) -> str
         if agg.function in ("share", "fraud_rate")
         else "number"
     )
-    return (
-        f"{feature.description} on this {view.entity.name}: "
-        f"{_fmt(kind, value)} (typical {_fmt(kind, typical)})"
-    )
+    return f"{feature.description} on this {view.entity.name}", kind

@@ -80,6 +80,12 @@ class ScoringService:
             service_by_name(model.card["feature_service"]) if model is not None else None
         )
         metrics.model_loaded.set(1 if model is not None else 0)
+        # (feature name, Feast column) per view, built once: the spec is static and
+        # FeatureView.features rebuilds its list on every call.
+        self.view_fields: dict[str, list[tuple[str, str]]] = {
+            view.name: [(f.name, f"{view.name}__{f.name}") for f in view.features]
+            for view in (self.service.views if self.service is not None else ())
+        }
 
     @property
     def model_version(self) -> str | None:
@@ -129,7 +135,10 @@ class ScoringService:
 
     # --- one decision ------------------------------------------------------------
 
-    async def score(self, req: ScoreRequest, started: float, now: datetime) -> dict[str, Any]:
+    async def score(
+        self, req: ScoreRequest, started: float, now: datetime
+    ) -> tuple[dict[str, Any], bytes]:
+        """The decision record and its JSON, as appended (durably) to the audit log."""
         read = FeatureRead(None, fb.MODEL_UNAVAILABLE)
         if self.model is not None:
             read = await self.read(req)
@@ -138,7 +147,7 @@ class ScoringService:
 
     def _decide_and_log(
         self, req: ScoreRequest, read: FeatureRead, started: float, now: datetime
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], bytes]:
         txn = req.txn()
         reason = read.failure
         if reason is None and read.row is not None:
@@ -159,11 +168,11 @@ class ScoringService:
                 reason = fb.MODEL_ERROR
         record = self._record(req, read, reason, req_feats, result, now)
         record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        self.audit.append(record)  # durable before the response exists
+        line = self.audit.append(record)  # durable before the response exists
         self.metrics.audit_records.inc()
         if reason is not None:
             self.metrics.fallbacks.labels(reason).inc()
-        return record
+        return record, line
 
     def _record(
         self,
@@ -194,7 +203,8 @@ class ScoringService:
                     ),
                     "age_seconds": vr.age.total_seconds() if vr and vr.age is not None else None,
                     "values": {
-                        f.name: read.row.values.get(f"{view.name}__{f.name}") for f in view.features
+                        name: read.row.values.get(column)
+                        for name, column in self.view_fields[view.name]
                     },
                 }
         if reason is None:

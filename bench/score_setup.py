@@ -1,0 +1,147 @@
+"""Benchmark #3's fixtures: the model, the features, the requests, the server processes.
+
+Used by ``bench/score_load.py``; see there for the method.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.http_load import encode_post
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' feature writer and model card
+HOST = "127.0.0.1"
+
+
+# --- setup --------------------------------------------------------------------
+
+
+def train_model(home: Path) -> None:
+    """A production-shaped model (training.model.fit) on synthetic rows, promoted."""
+    import pandas as pd
+    import test_serving as ts
+
+    from pitstore.config import Settings
+    from training.model import fit
+    from training.registry import promote, save_model
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    frame = pd.DataFrame(rng.gamma(2.0, 2.0, size=(n, len(ts.COLUMNS))), columns=ts.COLUMNS)
+    frame["is_card_not_present"] = rng.integers(0, 2, n).astype(float)
+    frame["is_foreign"] = rng.integers(0, 2, n).astype(float)
+    logit = (
+        0.8 * frame["account_hourly__txn_count_1h"]
+        + 0.6 * frame["amount_vs_30d_mean"]
+        + 1.5 * frame["is_card_not_present"]
+        - 7.0
+    )
+    frame["label"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    model = fit(frame, ts.COLUMNS)
+    x = frame[ts.COLUMNS].to_numpy()
+    card = {
+        "version": ts.VERSION,
+        "feature_service": ts.FRAUD_V1.name,
+        "spec_fingerprint": "bench",
+        "frame_fingerprint": "bench",
+        "training_window": "synthetic",
+        "label_cutoff": "synthetic",
+        "metrics": {},
+        "threshold": 0.5,
+        "review_band": [0.3, 0.7],
+        "feature_columns": ts.COLUMNS,
+        "code_version": "bench",
+        "created_at": ts.NOW.isoformat(),
+        "feature_medians": {c: float(frame[c].median()) for c in ts.COLUMNS},
+    }
+    settings = Settings(pitstore_home=home)
+    save_model(settings, model, card, frame["label"].to_numpy(), model.predict_proba(x)[:, 1])
+    promote(settings, ts.VERSION)
+
+
+def put_features(redis_url: str, accounts: int) -> None:
+    import test_serving as ts
+
+    rng = np.random.default_rng(1)
+    rows: dict[str, dict[str, float]] = {
+        f"A{i:05d}": {"txn_count_1h": int(rng.integers(0, 6)), "amount_mean_30d": 3000.0}
+        for i in range(accounts)
+    }
+    rows.update({f"M{i:03d}": {} for i in range(50)})
+    ts.put_features(redis_url, rows, {})
+
+
+def requests_for(port: int, prefix: str, n: int, accounts: int) -> list[bytes]:
+    """Pre-encoded POSTs with unique transaction ids; every account has features."""
+    now = datetime.now(UTC).isoformat()
+    out = []
+    for i in range(n):
+        body = {
+            "transaction_id": f"{prefix}-{i}",
+            "account_id": f"A{i % accounts:05d}",
+            "card_id": "C1",
+            "merchant_id": f"M{i % 50:03d}",
+            "merchant_category": "online_retail",
+            "amount": 1000 + (i * 37) % 90_000,
+            "currency": "GBP",
+            "channel": ("pos", "ecom", "contactless")[i % 3],
+            "country": "GB",
+            "device_id": "D1",
+            "event_ts": now,
+        }
+        out.append(encode_post(HOST, port, "/v1/score", json.dumps(body).encode()))
+    return out
+
+
+# --- servers ------------------------------------------------------------------
+
+
+def pin_plan() -> dict[str, Any]:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        return {"server_core": None, "client_cores": cpus, "redis_cores": cpus}
+    return {"server_core": cpus[-1], "client_cores": cpus[:-1], "redis_cores": cpus[:-1]}
+
+
+Proc = subprocess.Popen  # type: ignore[type-arg]
+
+
+def start(cmd: list[str], core: int | None, env: dict[str, str], errlog: Path) -> Proc:
+    """A server process, pinned to ``core``; stderr to a file (a full pipe would stall it)."""
+    if core is not None:
+        cmd = ["taskset", "-c", str(core), *cmd]
+    with errlog.open("wb") as err:
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def wait_ready(port: int, proc: Proc, errlog: Path, timeout: float = 90.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server on port {port} exited: {errlog.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://{HOST}:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"server on port {port} not ready after {timeout} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -1,0 +1,65 @@
+"""The benchmark's load client (bench/http_load.py) against a tiny asyncio HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from bench.http_load import closed_loop, encode_post, open_loop
+
+
+async def serve(delay: float) -> tuple[asyncio.Server, int]:
+    """Answers every POST with its own body after ``delay`` s, one at a time per connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+                await asyncio.sleep(delay)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    + f"content-length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def requests(port: int, n: int) -> list[bytes]:
+    return [encode_post("127.0.0.1", port, "/x", json.dumps({"i": i}).encode()) for i in range(n)]
+
+
+def test_closed_loop_answers_match_requests() -> None:
+    async def go() -> None:
+        server, port = await serve(0.0)
+        async with server:
+            run = await closed_loop("127.0.0.1", port, requests(port, 300), 4, 10)
+        assert run.transport_errors == 0 and len(run.statuses) == 300
+        assert set(run.statuses) == {200}
+        for i, body in zip(run.indices, run.bodies, strict=True):
+            assert json.loads(body) == {"i": i}
+
+    asyncio.run(go())
+
+
+def test_open_loop_counts_queueing_from_the_scheduled_time() -> None:
+    """One connection, 20 ms per answer, 100 arrivals/s: the server keeps up with
+    only 50/s, so a backlog builds and latency must grow with it (a client that
+    timed from the actual send would report ~20 ms throughout)."""
+
+    async def go() -> None:
+        server, port = await serve(0.02)
+        async with server:
+            run = await open_loop("127.0.0.1", port, requests(port, 60), 100.0, connections=1)
+        assert len(run.statuses) == 60 and run.transport_errors == 0
+        by_index = dict(zip(run.indices, run.latencies_s, strict=True))
+        assert by_index[59] > by_index[0] + 0.2  # ~30 requests of backlog by the end
+        assert run.summary()["p99_ms"] > 200  # type: ignore[operator]
+
+    asyncio.run(go())
