@@ -6,7 +6,7 @@ rows first (untimed, in the form its API takes), then times the join alone and
 writes ``(__row, <view>__<feature>...)`` for the parent to compare:
 
 - ``pitstore_as_of`` / ``pitstore_as_known``: ``training.joins.point_in_time_join``
-  (DuckDB ASOF JOIN);
+  (DuckDB: requests-side hash join streaming the offline rows);
 - ``feast_as_of``: ``FeatureStore.get_historical_features(...).to_arrow()`` on
   the DuckDB offline store, Feast's default (as_of) semantics;
 - ``feast_as_known``: the same with ``filter_by_created_timestamp=True``

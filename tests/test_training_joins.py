@@ -23,6 +23,7 @@ from pitstore.spec import ACCOUNT_HOURLY, FRAUD_V1, FeatureService, FeatureView
 from training.joins import (
     TS,
     UTC_US,
+    StoreError,
     created_ts_column,
     feature_column,
     feature_columns,
@@ -195,6 +196,25 @@ def test_join_equals_bruteforce_oracle(random_home, mode):  # type: ignore[no-un
     assert_same_ts(got, want, FRAUD_V1)
     # The random data really exercises restatements and the mode difference.
     assert not got[feature_columns(FRAUD_V1)].isna().all().all()
+
+
+@pytest.mark.parametrize("mode", ["as_known", "as_of"])
+@pytest.mark.parametrize("fault", ["event_after_created", "duplicate_version"])
+def test_store_faults_raise(tmp_path, mode, fault):  # type: ignore[no-untyped-def]
+    """A row with T > W, or two rows for one (key, T, W), is a store error, not an answer."""
+    values = {f.name: 1 if f.dtype == "int64" else 0.5 for f in ACCOUNT_HOURLY.features}
+    w = START + timedelta(hours=5)
+    rows = [{"key": "A0", "T": START + timedelta(hours=3), "W": w, "values": values}]
+    if fault == "duplicate_version":
+        rows.append({**rows[0], "values": {**values, "txn_count_1h": 2}})
+    else:
+        rows.append({"key": "A0", "T": w + timedelta(hours=1), "W": w, "values": values})
+    write_store(tmp_path, {ACCOUNT_HOURLY.name: rows})
+    service = FeatureService("t", (ACCOUNT_HOURLY,), "one view")
+    requests = pd.DataFrame({"account_id": ["A0"], TS: [w + timedelta(hours=2)]})
+    requests[TS] = requests[TS].astype("datetime64[us, UTC]")
+    with pytest.raises(StoreError, match="T <= W" if fault == "event_after_created" else "same"):
+        ours(tmp_path, requests, service, mode)
 
 
 def test_modes_differ_on_restated_data(random_home):  # type: ignore[no-untyped-def]

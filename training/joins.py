@@ -12,21 +12,30 @@ Two modes, both Feast-compatible (the tests compare against Feast 0.67):
 Both apply the view's TTL the way Feast does: a value with
 ``event_timestamp < ts - ttl`` is missing (null).
 
-The DuckDB engine uses ``ASOF JOIN`` instead of Feast's range join + ROW_NUMBER:
+The DuckDB engine (SQL in ``training.join_sql``) streams the offline rows
+through a hash join whose build side is the requests, keeping per request row
+the greatest ``(event_timestamp, created_timestamp)`` among the versions that
+qualify, then fetches that version's values. Memory scales with the requests,
+not with the store (an ASOF JOIN sorts every offline row: measured at 1M
+requests x 12M rows, about 3x the peak memory and no faster):
 
-- ``as_of``: keep the newest version of every ``(key, event_timestamp)``, then
-  ASOF-join on ``event_timestamp <= ts``.
-- ``as_known``: every row has ``event_timestamp <= created_timestamp`` (rows
-  exist only for ``T <= W``; checked on read), so ``created_timestamp <= ts``
-  implies ``event_timestamp <= ts``. The answer at ``ts`` is then the running
-  arg-max of ``(event_timestamp, created_timestamp)`` over the runs with
-  ``created_timestamp <= ts``: one state per (key, run), ASOF-joined on
-  ``created_timestamp <= ts``.
+- ``as_of``: versions with ``ts - ttl <= event_timestamp <= ts``.
+- ``as_known``: versions with ``created_timestamp <= ts`` and
+  ``event_timestamp >= ts - ttl``. Every row has ``event_timestamp <=
+  created_timestamp`` (rows exist only for ``T <= W``; checked on read), so
+  these are the versions the online store could have held at ``ts``, and the
+  greatest ``(event_timestamp, created_timestamp)`` among them is what it held.
+
+Putting the TTL into the join gives the same answer as "newest version, then
+null if stale": if the newest version is stale, so is every older one.
+
+Two offline rows with the same ``(key, event_timestamp, created_timestamp)``
+make the answer ambiguous: the join raises ``StoreError`` rather than pick one.
 
 Only the offline files whose parquet statistics can matter are read (event
 time within ``[min ts - ttl, max ts]``; in ``as_known`` also created at or
-before ``max ts``), and rows are filtered to the requested keys; the list of
-files read is returned so the manifest can checksum exactly those.
+before ``max ts``); the list of files read is returned so the manifest can
+checksum exactly those.
 """
 
 from __future__ import annotations
@@ -36,19 +45,20 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pitstore.config import Settings
 from pitstore.spec import FeatureService, FeatureView
-from pitstore.timeutil import to_us
+from training.join_sql import BAD_ROWS, unknown_sql, view_sql
 
 MODES = ("as_known", "as_of")
 ENGINES = ("duckdb", "spark")
 TS = "ts"
 ROW = "__row"
 UTC_US = pa.timestamp("us", tz="UTC")
-_ORD_SHIFT = 10**16  # created_us < 1e16 until the year 2286
 
 
 class StoreError(RuntimeError):
@@ -170,72 +180,17 @@ class JoinResult:
     unknown_entities: dict[str, int] = field(default_factory=dict)
 
 
-def _sql_list(paths: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+def _view_columns(view: FeatureView) -> list[str]:
+    return [
+        *(feature_column(view, f.name) for f in view.features),
+        feature_ts_column(view),
+        created_ts_column(view),
+    ]
 
 
-def _ttl_us(view: FeatureView) -> int:
-    return int(view.ttl.total_seconds()) * 1_000_000
-
-
-def _lit(value: datetime) -> str:
-    return f"make_timestamptz({to_us(value)}::bigint)"
-
-
-def _source_sql(
-    view: FeatureView, mode: str, files: list[Path], min_ts: datetime, max_ts: datetime
-) -> str:
-    """The offline rows that can answer the requests in ``req``, read once."""
-    key = view.entity.join_key
-    cols = ", ".join(f'"{f.name}"' for f in view.features)
-    # Pushed-down filters: only the files chosen by statistics, only requested
-    # keys, only event times that can be inside some request's TTL window.
-    where = (
-        f"{key} in (select distinct {key} from req) "
-        f"and event_timestamp >= {_lit(min_ts - view.ttl)} "
-        f"and event_timestamp <= {_lit(max_ts)}"
-    )
-    if mode == "as_known":
-        where += f" and created_timestamp <= {_lit(max_ts)}"
-    return (
-        f"select {key}, event_timestamp, created_timestamp, {cols} "
-        f"from read_parquet({_sql_list(files)}) where {where}"
-    )
-
-
-def _view_sql(view: FeatureView, mode: str, src: str) -> str:
-    """SQL answering one view for ``req`` (ROW, keys, ts) from the rows in ``src``."""
-    key = view.entity.join_key
-    feats = [f.name for f in view.features]
-    ttl_us = _ttl_us(view)
-    ok = f"(v.event_timestamp >= r.ts - to_microseconds({ttl_us}::bigint)) as ok"
-    out_cols = ", ".join(
-        f'case when ok then j."{f}" end as "{feature_column(view, f)}"' for f in feats
-    )
-    tail = (
-        f"select j.{ROW}, {out_cols}, "
-        f'case when ok then j.event_timestamp end as "{feature_ts_column(view)}", '
-        f'case when ok then j.created_timestamp end as "{created_ts_column(view)}" from j'
-    )
-    if mode == "as_of":
-        return (
-            f"with v as ({src} qualify row_number() over (partition by {key}, "
-            "event_timestamp order by created_timestamp desc) = 1), "
-            f"j as (select r.{ROW}, v.*, {ok} from req r asof left join v "
-            f"on r.{key} = v.{key} and r.ts >= v.event_timestamp) {tail}"
-        )
-    ord_expr = f"epoch_us(event_timestamp)::hugeint * {_ORD_SHIFT} + epoch_us(created_timestamp)"
-    return (
-        f"with v as (select *, {ord_expr} as ord from ({src})), "
-        f"runs as (select {key}, created_timestamp as c, max(ord) as run_best "
-        "from v group by all), "
-        f"states as (select {key}, c, max(run_best) over (partition by {key} order by c "
-        "rows between unbounded preceding and current row) as best from runs), "
-        f"s as (select r.{ROW}, r.ts, r.{key}, st.best from req r asof left join states st "
-        f"on r.{key} = st.{key} and r.ts >= st.c), "
-        f"j as (select r.{ROW}, v.*, {ok} from s r left join v "
-        f"on v.{key} = r.{key} and v.ord = r.best) {tail}"
-    )
+def _null_part(view: FeatureView, n: int) -> list[pa.Array]:
+    types = [pa.int64() if f.dtype == "int64" else pa.float64() for f in view.features]
+    return [pa.nulls(n, t) for t in [*types, UTC_US, UTC_US]]
 
 
 def join_view_duckdb(
@@ -245,53 +200,66 @@ def join_view_duckdb(
     files: list[Path],
     min_ts: datetime,
     max_ts: datetime,
-) -> pa.Table:
-    feats = [f.name for f in view.features]
+    n: int,
+) -> tuple[list[pa.ChunkedArray | pa.Array], np.ndarray]:
+    """One view's columns in request order, and which request rows got a value."""
     if not files:  # nothing in range: every value is missing
-        nulls = ", ".join(
-            f'null::{_duck_type(view, f)} as "{feature_column(view, f)}"' for f in feats
-        )
-        sql = (
-            f'select {ROW}, {nulls}, null::timestamptz as "{feature_ts_column(view)}", '
-            f'null::timestamptz as "{created_ts_column(view)}" from req'
-        )
-    else:
-        # One scan of the parquet: the rows the join can use go to a temp table,
-        # which both the integrity check and the join then read.
-        con.execute(
-            "create or replace temp table src as " + _source_sql(view, mode, files, min_ts, max_ts)
-        )
-        bad = con.execute(
-            "select count(*) from src "
-            "where event_timestamp > created_timestamp or event_timestamp is null "
-            "or created_timestamp is null"
-        ).fetchall()[0][0]
-        if bad:
+        return _null_part(view, n), np.zeros(n, dtype=bool)
+    sql = view_sql(view, mode, files, min_ts, max_ts, _view_columns(view))
+    try:
+        part = con.sql(sql).to_arrow_table()
+    except duckdb.Error as exc:
+        if BAD_ROWS in str(exc):
             raise StoreError(
-                f"view {view.name}: {bad} offline rows have event_timestamp after "
+                f"view {view.name}: offline rows have event_timestamp after "
                 "created_timestamp (or null times); the store violates T <= W"
-            )
-        sql = _view_sql(view, mode, "select * from src")
-    return con.sql(f"select * from ({sql}) order by {ROW}").to_arrow_table()
+            ) from exc
+        raise
+    rows = part.column(ROW).to_numpy()
+    # Back to request order by position (a scatter, no sort): take() with a
+    # null index yields a null row, which is exactly "no value".
+    taken = np.full(n, -1, dtype=np.int64)
+    taken[rows] = np.arange(len(rows), dtype=np.int64)
+    if len(rows) != int(np.count_nonzero(taken >= 0)):
+        raise StoreError(
+            f"view {view.name}: the offline store holds two rows for the same "
+            "(key, event_timestamp, created_timestamp); the answer is ambiguous"
+        )
+    index = pa.array(taken, mask=taken < 0)
+    cols = [part.column(name).take(index) for name in _view_columns(view)]
+    return cols, taken >= 0
 
 
-def _duck_type(view: FeatureView, feature: str) -> str:
-    f = next(x for x in view.features if x.name == feature)
-    return "bigint" if f.dtype == "int64" else "double"
+def count_unknown(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    view: FeatureView,
+    req: pa.Table,
+    answered: np.ndarray,
+) -> int:
+    """Request rows whose entity key never appears in the view's offline store.
 
-
-def count_unknown(con: duckdb.DuckDBPyConnection, settings: Settings, view: FeatureView) -> int:
-    """Request rows whose entity key never appears in the view's offline store."""
-    key = view.entity.join_key
+    Only rows the join left without a value can be unknown, and not those
+    whose key got a value in another row (it is in the store); only the keys
+    left are looked up, in the key column alone. Usually none are left, and
+    nothing is read.
+    """
+    if answered.all():
+        return 0
+    keys = req.column(view.entity.join_key)
+    unmatched = keys.filter(pa.array(~answered))
+    seen = pc.unique(keys.filter(pa.array(answered)))
+    left = unmatched.filter(pc.invert(pc.is_in(unmatched, value_set=seen)))
+    if len(left) == 0:
+        return 0
     files = sorted(settings.offline_view_dir(view.name).glob("*.parquet"))
     if not files:
-        return int(con.execute("select count(*) from req").fetchall()[0][0])
-    return int(
-        con.execute(
-            f"select count(*) from req where {key} not in "
-            f"(select distinct {key} from read_parquet({_sql_list(files)}))"
-        ).fetchall()[0][0]
-    )
+        return len(left)
+    con.register("unmatched", pa.table({view.entity.join_key: left}))
+    try:
+        return int(con.execute(unknown_sql(view, files)).fetchall()[0][0])
+    finally:
+        con.unregister("unmatched")
 
 
 def output_schema(service: FeatureService) -> pa.Schema:
@@ -331,8 +299,6 @@ def point_in_time_join(
     if req.num_rows == 0:
         raise ValueError("no request rows")
     ts_col = req.column(TS)
-    import pyarrow.compute as pc
-
     min_ts = pc.min(ts_col).as_py()
     max_ts = pc.max(ts_col).as_py()
     files = {v.name: select_files(settings, v, mode, min_ts, max_ts) for v in service.views}
@@ -342,18 +308,25 @@ def point_in_time_join(
         table = point_in_time_join_spark(spark, req, service, mode, files)
         return JoinResult(table.cast(output_schema(service)), files, {})
 
-    con = duckdb.connect(config={"threads": threads} if threads else {})
+    # Every core (the default) unless told; row order is restored by
+    # position, so DuckDB need not preserve insertion order (less buffering).
+    config: dict[str, str | bool | int | float | list[str]] = {"preserve_insertion_order": False}
+    if threads:
+        config["threads"] = threads
+    con = duckdb.connect(config=config)
     try:
         con.execute("set timezone = 'UTC'")
-        con.register("req_arrow", req)
-        con.execute("create temp table req as select * from req_arrow")
-        result = req.select([ROW])
+        con.register("req", req)  # Arrow, scanned in place: no copy into DuckDB
+        n = req.num_rows
+        names = [ROW]
+        columns: list[pa.ChunkedArray | pa.Array] = [req.column(ROW)]
         unknown: dict[str, int] = {}
         for view in service.views:
-            part = join_view_duckdb(con, view, mode, files[view.name], min_ts, max_ts)
-            for name in part.column_names[1:]:
-                result = result.append_column(name, part.column(name))
-            unknown[view.name] = count_unknown(con, settings, view)
+            cols, answered = join_view_duckdb(con, view, mode, files[view.name], min_ts, max_ts, n)
+            names += _view_columns(view)
+            columns += cols
+            unknown[view.name] = count_unknown(con, settings, view, req, answered)
     finally:
         con.close()
+    result = pa.Table.from_arrays(columns, names=names)
     return JoinResult(result.cast(output_schema(service)), files, unknown)

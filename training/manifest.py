@@ -30,6 +30,7 @@ FORMAT = 1
 REPO = Path(__file__).resolve().parent.parent
 _CODE_FILES = (
     "training/joins.py",
+    "training/join_sql.py",
     "training/frames.py",
     "training/audit.py",
     "training/request_features.py",
