@@ -50,8 +50,8 @@ codegen: venv ## Regenerate dbt SQL from the feature spec
 bench: venv redis-server ## Benchmarks vs Feast/raw baselines (SIZE=small|medium); bench/results/latest.json
 	.venv/bin/pitstore bench --size $(or $(SIZE),small)
 
-bench-transform: venv ## dbt vs Spark rows/s, 300 and 2000 accounts, full vs one incremental day
-	$(PY) -m bench.transform_bench $(BENCH_TRANSFORM_ARGS)
+bench-transform: venv ## #6: one incremental day vs full rebuild, dbt and Spark (SIZE=tiny|small|medium)
+	$(PY) -m bench.transform_bench --size $(or $(SIZE),small) $(BENCH_TRANSFORM_ARGS)
 
 clean: ## Remove generated data (not the venv)
 	rm -rf data transforms/dbt/target transforms/dbt/logs

@@ -169,80 +169,85 @@ def run_all(
     return report
 
 
-SCORE_REQUESTS = {"tiny": 300, "small": 2000, "medium": 6000}
+# #3 per size: open-loop samples per repeat (at least), repeats, seconds per
+# closed-loop max-throughput run, minimum open-loop seconds, interleaved chunks.
+SCORE_PLAN = {
+    "tiny": ["--samples", "400", "--repeats", "1", "--max-seconds", "1.5", "--open-seconds",
+             "2", "--chunks", "2"],
+    "small": ["--samples", "3000", "--repeats", "3", "--max-seconds", "3", "--open-seconds",
+              "6", "--chunks", "3"],
+    "medium": ["--samples", "6000", "--repeats", "5", "--max-seconds", "4", "--open-seconds",
+               "10", "--chunks", "4"],
+}  # fmt: skip
+SCORE_P99_VS_NOOP_MAX = 3.0
 
 
-def _load(size_name: str, noop: bool) -> dict[str, str] | str:
-    """One closed-loop load run of ``bench/score_load.py``; its figures, or an error."""
-    import subprocess
-
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.score_load",
-        "--requests",
-        str(SCORE_REQUESTS[size_name]),
-        "--concurrency",
-        "16",
-    ]
-    if noop:
-        cmd.append("--noop")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
-    if proc.returncode != 0:
-        return (proc.stderr or proc.stdout)[-400:]
-    figures: dict[str, str] = {}
-    for line in proc.stdout.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            figures[key.strip()] = value.strip()
-    return figures
+def _score_figures(x: dict[str, Any]) -> dict[str, Any]:
+    keys = ("max_throughput_rps", "open_rate_rps", "achieved_rps", "p50_ms", "p99_ms", "max_ms")
+    out = {k: x.get(k) for k in keys if k in x}
+    out["errors"] = x.get("errors")
+    out["samples_per_repeat"] = x.get("samples_per_repeat")
+    return out
 
 
 def _score(settings: Any, size_name: str) -> dict[str, Any]:
-    """#3: ``/v1/score`` vs a no-op FastAPI endpoint under the same load.
+    """#3: ``/v1/score`` vs a no-op FastAPI endpoint, each at 70% of its own max.
 
-    Both servers run as one uvicorn process on loopback with the same request
-    bodies, 16 concurrent closed-loop clients (``bench/score_load.py``);
-    pitstore's run also checks the audit log count against the responses. Not
-    yet done: the issue's max-throughput search and p99 at 70% of it (an
-    open-loop, rate-limited load); equal concurrency is the stand-in.
+    ``bench/score_load.py`` (a child process) runs both servers with the same
+    uvicorn settings, finds each one's max throughput with a saturating
+    closed-loop load, then measures p50/p99 under an open-loop Poisson load at
+    70% of that max (latency from the scheduled send time), interleaving the
+    contenders; every answer is checked and the audit log must hold one record
+    per pitstore 200. Goal: pitstore p99 <= 3x the no-op's, and no errors.
     """
     if importlib.util.find_spec("bench.score_load") is None:
         return _not_measurable("bench/score_load.py (serving load generator) does not exist yet")
+    from bench.harness import ratio, run_child
+
     t0 = time.perf_counter()
-    ours = _load(size_name, noop=False)
-    noop = _load(size_name, noop=True)
+    try:
+        res = run_child("bench.score_load", SCORE_PLAN[size_name])
+    except RuntimeError as exc:
+        return _not_measurable(f"bench.score_load failed: {str(exc)[-400:]}")
     print(f"  [score_http] {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    if isinstance(ours, str):
-        return _not_measurable(f"bench.score_load failed: {ours}")
-    statuses = ours.get("statuses", "")
-    keys = ("throughput_rps", "p50_ms", "p99_ms", "concurrency", "requests")
-    errors = not statuses.replace(" ", "").startswith("{200:") or "," in statuses
-    out: dict[str, Any] = {
+    ours, noop, same = res["pitstore"], res["noop"], res["noop_at_pitstore_rate"]
+    audit = res["audit"]
+    errors = int(ours["errors"]) + int(noop["errors"]) + int(same["errors"])
+    p99_ratio = ratio(ours["p99_ms"], noop["p99_ms"])
+    fallbacks: dict[str, int] = {}
+    for rep in ours["repeats"]:
+        for k, n in rep["open_70"].get("fallbacks", {}).items():
+            fallbacks[k] = fallbacks.get(k, 0) + n
+    return {
         "measurable": True,
-        "partial": True,
-        "pitstore": {k: ours.get(k) for k in keys},
-        "statuses": statuses,
-        "fallbacks": ours.get("fallbacks"),
-        "audit_matches_responses": ours.get("audit_matches_responses"),
+        "pitstore": _score_figures(ours),
+        "noop": _score_figures(noop),
+        "noop_at_pitstore_rate": _score_figures(same),
+        # "False": answered by the model; any other key is a fallback reason.
+        "pitstore_open_loop_fallbacks": fallbacks,
+        # Not errors (the documented degraded path, e.g. a Redis read over its
+        # share of the budget on a busy machine), but not model decisions either.
+        "pitstore_open_loop_fallback_answers": sum(n for k, n in fallbacks.items() if k != "False"),
+        "audit": audit,
         "errors": errors,
-        "ratios": None,
-        "goal": {"met": None},
+        "ratios": {
+            "p99_vs_noop_each_at_70pct_of_own_max": p99_ratio,
+            "p50_vs_noop_each_at_70pct_of_own_max": ratio(ours["p50_ms"], noop["p50_ms"]),
+            "max_throughput_vs_noop": ratio(ours["max_throughput_rps"], noop["max_throughput_rps"]),
+            "p99_vs_noop_at_pitstore_rate": ratio(ours["p99_ms"], same["p99_ms"]),
+        },
+        "goal": {
+            "p99_vs_noop_max": SCORE_P99_VS_NOOP_MAX,
+            "errors_max": 0,
+            "met": p99_ratio is not None
+            and p99_ratio <= SCORE_P99_VS_NOOP_MAX
+            and errors == 0
+            and bool(audit["matches"]),
+        },
+        "method": res["method"],
+        "pinning": res["pinning"],
+        "detail": {k: res[k] for k in ("pitstore", "noop", "noop_at_pitstore_rate")},
     }
-    if isinstance(noop, str):
-        out["baseline"] = f"no-op run failed: {noop}"
-        return out
-    out["noop"] = {k: noop.get(k) for k in keys}
-    out["ratios"] = {
-        "p99_vs_noop": float(ours["p99_ms"]) / float(noop["p99_ms"]),
-        "p50_vs_noop": float(ours["p50_ms"]) / float(noop["p50_ms"]),
-        "throughput_vs_noop": float(ours["throughput_rps"]) / float(noop["throughput_rps"]),
-    }
-    # Not judged: at equal closed-loop concurrency the no-op runs at its own
-    # saturation, where its tail is the client's, not the server's. The goal is
-    # defined at 70% of max throughput (open loop), which is not built yet.
-    out["goal"] = {"p99_vs_noop_max": 3.0, "met": None}
-    return out
 
 
 def _transform(size_name: str) -> dict[str, Any]:
@@ -302,34 +307,29 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
             ]
         )
     r = b.get("score_http", _not_measurable("not run"))
-    goal3 = "p99 <= 3x no-op; no errors"
+    goal3 = "p99 <= 3x no-op (each at 70% of its max); no errors"
     if not r.get("measurable"):
         rows.append(
             ["3", "/v1/score over HTTP", "not yet measurable", r.get("reason", ""), "", goal3, "-"]
         )
     else:
-        p = r.get("pitstore") or {}
+        p, n, s = r["pitstore"], r["noop"], r["noop_at_pitstore_rate"]
         rows.append(
             [
                 "3",
-                "/v1/score over HTTP (score_load, fixed load)",
-                f"{p.get('throughput_rps')} req/s at concurrency {p.get('concurrency')}; "
-                f"p50 {p.get('p50_ms')} ms / p99 {p.get('p99_ms')} ms; "
-                f"statuses {r.get('statuses')}",
-                (
-                    f"no-op {r['noop'].get('throughput_rps')} req/s; "
-                    f"p50 {r['noop'].get('p50_ms')} ms / p99 {r['noop'].get('p99_ms')} ms"
-                    if r.get("noop")
-                    else r.get("baseline", "no-op: not measured")
-                ),
-                (
-                    f"p99 {r['ratios']['p99_vs_noop']:.2f}x, p50 {r['ratios']['p50_vs_noop']:.2f}x "
-                    f"no-op (not judged: equal concurrency)"
-                    if r.get("ratios")
-                    else "-"
-                ),
-                goal3 + " (equal concurrency, not yet p99 at 70% of max)",
-                {True: "yes", False: "NO"}.get(r.get("goal", {}).get("met"), "-"),
+                "/v1/score over HTTP: max throughput, p99 at 70% of it (open loop)",
+                f"max {_f(p['max_throughput_rps'], ' req/s', 0)}; at "
+                f"{_f(p['open_rate_rps'], '/s', 0)} p50 {_f(p['p50_ms'], ' ms')} / p99 "
+                f"{_f(p['p99_ms'], ' ms')}; "
+                f"errors {r['errors']}, audit {'ok' if r['audit']['matches'] else 'MISMATCH'}, "
+                f"fallback answers {r['pitstore_open_loop_fallback_answers']}",
+                f"no-op max {_f(n['max_throughput_rps'], ' req/s', 0)}; at "
+                f"{_f(n['open_rate_rps'], '/s', 0)} p50 {_f(n['p50_ms'], ' ms')} / p99 "
+                f"{_f(n['p99_ms'], ' ms')}; at pitstore's rate p99 {_f(s['p99_ms'], ' ms')}",
+                f"p99 {_f(r['ratios']['p99_vs_noop_each_at_70pct_of_own_max'], 'x')} no-op; "
+                f"max {_f(r['ratios']['max_throughput_vs_noop'], 'x')}",
+                goal3,
+                _goal(r["goal"]["met"]),
             ]
         )
     r = b.get("materialize", _not_measurable("not run"))
@@ -389,13 +389,24 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
             ["6", "daily transform", "not yet measurable", r.get("reason", ""), "", goal6, "-"]
         )
     else:
+        engines = [e for e in ("dbt", "spark") if isinstance(r.get(e), dict)]
+
+        def size6(e: str) -> str:
+            return f"{e} {r[e]['accounts']:,} acc x {r[e]['days']} d"
+
         rows.append(
             [
                 "6",
-                "daily transform",
-                json.dumps(r, default=str)[:200],
-                "",
-                "",
+                "daily transform, one day vs full rebuild ("
+                + "; ".join(size6(e) for e in engines)
+                + ")",
+                "; ".join(f"{e} incr {_f(r[e]['incremental_s'], ' s')}" for e in engines),
+                "; ".join(f"{e} full {_f(r[e]['full_s'], ' s')}" for e in engines)
+                + ("" if r.get("verified") else " (NOT verified)"),
+                "; ".join(
+                    f"{e} {_f(r['ratios'].get(f'{e}_incremental_vs_full'), 'x', 3)}"
+                    for e in engines
+                ),
                 goal6,
                 _goal(r.get("goal", {}).get("met") if isinstance(r.get("goal"), dict) else None),
             ]

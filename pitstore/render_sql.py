@@ -24,6 +24,7 @@ How a run at watermark ``W`` works (DESIGN.md, "Aggregate rows"):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -132,7 +133,10 @@ def _stored_sql(view: FeatureView, rel: Relations, d: Dialect) -> str:
         f"select {view.entity.join_key} as entity_key, "
         f"{d.ts_to_us('event_timestamp')} as boundary_us, "
         f"{d.ts_to_us('created_timestamp')} as created_us, {names} "
-        f"from {rel.stored} where {d.ts_to_us('created_timestamp')} < {rel.watermark_us}"
+        f"from {rel.stored} cross join horizon h "
+        f"where {d.ts_to_us('created_timestamp')} < {rel.watermark_us} "
+        # Boundaries before the horizon are never recomputed (see ``horizon``).
+        f"and {d.ts_to_us('event_timestamp')} >= h.lo_us"
     )
     if rel.stored == "{{ this }}":
         # dbt: the incremental table is the store; on a first or full-refresh run it is empty.
@@ -199,10 +203,6 @@ previous_run as (
     select {rel.previous_us} as previous_us
 ),
 
-stored as (
-    {stored_sql}
-),
-
 arrivals as (
     {" union all ".join(arrivals)}
 ),
@@ -213,13 +213,31 @@ recompute_from as (
     group by entity_key
 ),
 
+-- The earliest boundary any entity recomputes. Pruning events and stored rows
+-- against it up front keeps an incremental run's work proportional to what
+-- arrived, not to the whole history (a no-op on a first or full-refresh run).
+horizon as (
+    select min(lo_us) as lo_us from (
+        select lo_us from recompute_from
+        union all
+        select previous_us from previous_run
+    ) lows
+),
+
+stored as (
+    {stored_sql}
+),
+
 view_events as (
     select
         t.{key} as entity_key,
         t.event_us{event_cols}{label_cols}
     from {rel.transactions} t
     {label_join}
+    cross join horizon h
     where t.ingested_us <= {rel.watermark_us}
+      -- Older events lie outside every window of every recomputed boundary.
+      and t.event_us >= h.lo_us - {us(view.max_window) + c}
 ),
 
 event_boundaries as (
@@ -303,3 +321,32 @@ final as (
 
 select * from final
 """
+
+
+_CTE_HEAD = re.compile(r"^([a-z_]+) as \($")
+
+
+def split_ctes(sql: str) -> tuple[list[tuple[str, str]], str]:
+    """``render_view_sql``'s output as its CTEs ``[(name, body)]`` and the final SELECT.
+
+    For engines that plan a long CTE chain poorly (Spark inlines every reference
+    to a CTE and re-analyses it each time), so they can run it step by step.
+    """
+    ctes: list[tuple[str, str]] = []
+    lines = sql.splitlines()
+    i = 0
+    while i < len(lines):
+        head = _CTE_HEAD.match(lines[i])
+        if head is None:
+            i += 1
+            continue
+        body: list[str] = []
+        i += 1
+        while lines[i] not in (")", "),"):
+            body.append(lines[i])
+            i += 1
+        ctes.append((head.group(1), "\n".join(body)))
+        if lines[i] == ")":
+            return ctes, "\n".join(lines[i + 1 :]).strip()
+        i += 1
+    raise ValueError("not a CTE chain rendered by render_view_sql")

@@ -17,7 +17,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from pitstore import landing
-from pitstore.codegen import DBT_DIR, mart_name
+from pitstore.codegen import mart_name
 from pitstore.config import Settings
 from pitstore.spec import FEATURE_VIEWS, FeatureView
 from pitstore.timeutil import from_us, stamp, to_us
@@ -85,6 +85,30 @@ def schema_drift(path: Path, expected: dict[str, str]) -> str | None:
     return "; ".join(parts)
 
 
+def files_ingested_after(paths: list[str], after_us: int) -> list[str]:
+    """The landing files that may hold a row with ``ingested_at > after_us`` or null.
+
+    Decided from each file's parquet footer statistics (max ``ingested_at`` and its
+    null count), not from the partition name: a file without statistics is kept.
+    """
+    kept = []
+    for path in paths:
+        meta = pq.read_metadata(path)
+        col = meta.schema.to_arrow_schema().get_field_index("ingested_at")
+        for rg in range(meta.num_row_groups):
+            stats = meta.row_group(rg).column(col).statistics
+            if (
+                stats is None
+                or not stats.has_min_max
+                or stats.null_count is None
+                or stats.null_count > 0
+                or to_us(stats.max) > after_us
+            ):
+                kept.append(path)
+                break
+    return kept
+
+
 def existing_runs(settings: Settings) -> list[int]:
     """Watermarks (µs) of the dbt runs that completed.
 
@@ -141,55 +165,14 @@ def check_run_order(watermark_us: int, runs: list[int]) -> int | None:
     return max(earlier) if earlier else None
 
 
-def run_dbt(args: list[str], settings: Settings) -> None:
-    from dbt.cli.main import dbtRunner
+def run_dbt(args: list[str], settings: Settings, write_json: bool = True) -> None:
+    """``dbt <args>`` in-process (project parsed once: ``pitstore.dbt_invoke``)."""
+    from pitstore.dbt_invoke import DbtError, invoke
 
-    os.environ["PITSTORE_WAREHOUSE"] = str(settings.warehouse)
-    target = settings.home / "dbt" / "target"
-    logs = settings.home / "dbt" / "logs"
-    common = [
-        "--project-dir",
-        str(DBT_DIR),
-        "--profiles-dir",
-        str(DBT_DIR),
-        "--target-path",
-        str(target),
-        "--log-path",
-        str(logs),
-        "--quiet",
-    ]
     try:
-        result = dbtRunner().invoke([*args, *common])
-    finally:
-        _release_dbt_duckdb()
-    if not result.success:
-        detail = result.exception or _failed_nodes(result.result)
-        raise TransformError(f"dbt {args[0]} failed: {detail}")
-
-
-def _release_dbt_duckdb() -> None:
-    """Close dbt-duckdb's cached database so this process can open the warehouse.
-
-    dbt-duckdb keeps its DuckDB instance open between in-process invocations,
-    and DuckDB refuses a second, differently configured instance on the same file.
-    """
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-
-    with DuckDBConnectionManager._LOCK:
-        if DuckDBConnectionManager._ENV is not None:
-            DuckDBConnectionManager._ENV.close()
-            DuckDBConnectionManager._ENV = None
-
-
-def _failed_nodes(result: object) -> str:
-    try:
-        return "; ".join(
-            f"{r.node.name}: {r.message}"
-            for r in result  # type: ignore[attr-defined]
-            if str(r.status) in {"error", "fail"}
-        )
-    except TypeError:
-        return str(result)
+        invoke(args, settings, write_json=write_json)
+    except DbtError as exc:
+        raise TransformError(str(exc)) from exc
 
 
 def export_view(con: duckdb.DuckDBPyConnection, view: FeatureView, out_dir: Path, w_us: int) -> int:
@@ -242,6 +225,11 @@ def transform_dbt(
         raise TransformError(
             f"the landing zone holds no transaction partition at or before {watermark.isoformat()}"
         )
+    if previous is not None and not full_refresh:
+        # An incremental run only reads rows ingested after the previous run
+        # (dedupe and quarantine are incremental tables): skip files that hold none.
+        tx_files = files_ingested_after(tx_files, previous) or tx_files[-1:]
+        label_files = files_ingested_after(label_files, previous)
 
     settings.home.mkdir(parents=True, exist_ok=True)
     dbt_vars = {
@@ -255,7 +243,7 @@ def transform_dbt(
     args = ["run", "--vars", json.dumps(dbt_vars)]
     if full_refresh:
         args.append("--full-refresh")
-    run_dbt(args, settings)
+    run_dbt(args, settings, write_json=False)
 
     summary = RunSummary(
         engine="dbt",

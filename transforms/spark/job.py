@@ -6,7 +6,8 @@
 Semantics are those of the dbt engine (DESIGN.md; ``transforms/dbt``): staging,
 validation and dedupe are a Spark SQL mirror of the dbt staging models
 (``staging.py``), and each view's rows come from ``render_view_sql(view, rel,
-SPARK)``, the same renderer that generates the dbt marts. Only the state differs:
+SPARK)``, the same renderer that generates the dbt marts (run CTE by CTE:
+``views.py``). Only the state differs:
 
 * stored rows = the view's offline parquet files (``<offline>/<view>/run-*.parquet``);
 * the previous run = the newest watermark < W among ``<offline>/_runs/run-*.json``,
@@ -41,9 +42,8 @@ from datetime import UTC, datetime  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from pitstore import landing  # noqa: E402
-from pitstore.render_sql import SPARK, Relations, render_view_sql  # noqa: E402
 from pitstore.spec import FEATURE_VIEWS  # noqa: E402
-from pitstore.timeutil import from_us, parse_utc, to_us  # noqa: E402
+from pitstore.timeutil import parse_utc, to_us  # noqa: E402
 from pitstore.transform import (  # noqa: E402
     LABEL_COLUMNS,
     TRANSACTION_COLUMNS,
@@ -54,7 +54,9 @@ from pitstore.transform import (  # noqa: E402
     stamp_us,
 )
 from transforms.spark import staging  # noqa: E402
+from transforms.spark.quarantine import count_quarantine  # noqa: E402
 from transforms.spark.storage import Store, is_local, join, local_path  # noqa: E402
+from transforms.spark.views import run_view  # noqa: E402
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -71,7 +73,6 @@ SPARK_CONF = {
     "spark.sql.ansi.enabled": "true",
 }
 RUN_MARKERS = "_runs"
-DRIFT_REASON = "schema drift in landing file"
 
 
 @dataclass(frozen=True)
@@ -247,22 +248,6 @@ def recorded_runs(store: Store, layout: Layout) -> list[int]:
     return runs
 
 
-def _run_files(store: Store, view_dir: str) -> list[str]:
-    return [
-        join(view_dir, n)
-        for n in store.list_names(view_dir)
-        if n.startswith("run-") and n.endswith(".parquet")
-    ]
-
-
-def _single_part(store: Store, tmp_dir: str) -> str:
-    names = store.list_names(tmp_dir)
-    parts = [n for n in names if n.startswith("part-") and n.endswith(".parquet")]
-    if len(parts) != 1:
-        raise TransformError(f"expected one parquet part in {tmp_dir}, found {parts}")
-    return join(tmp_dir, parts[0])
-
-
 def run_job(
     spark: SparkSession, layout: Layout, watermark: datetime, full_refresh: bool = False
 ) -> RunSummary:
@@ -295,17 +280,15 @@ def run_job(
 
     _read_raw(spark, tx_uris, TRANSACTION_COLUMNS).createOrReplaceTempView("pit_raw_transactions")
     _read_raw(spark, label_uris, LABEL_COLUMNS).createOrReplaceTempView("pit_raw_labels")
-    staged_tx = spark.sql(staging.transactions_sql("pit_raw_transactions"))
+    # Staged rows are cached and filled by the quarantine count, their first use,
+    # so the landing files are parsed once. The deduplicated events are then
+    # checkpointed (computed now, lineage cut): the three views read them
+    # concurrently, several times each after CTE inlining, and with the staging
+    # plan underneath every reference Catalyst spent tens of seconds planning.
+    staged_tx = spark.sql(staging.transactions_sql("pit_raw_transactions")).persist()
+    staged_labels = spark.sql(staging.labels_sql("pit_raw_labels")).persist()
     staged_tx.createOrReplaceTempView("pit_stg_transactions")
-    spark.sql(staging.labels_sql("pit_raw_labels")).createOrReplaceTempView("pit_stg_labels")
-    tx = spark.sql(
-        staging.deduped_sql("pit_stg_transactions", staging.DEDUPED_TRANSACTION_COLUMNS, w_us)
-    ).persist()
-    labels = spark.sql(
-        staging.deduped_sql("pit_stg_labels", staging.DEDUPED_LABEL_COLUMNS, w_us)
-    ).persist()
-    tx.createOrReplaceTempView("pit_transactions")
-    labels.createOrReplaceTempView("pit_labels")
+    staged_labels.createOrReplaceTempView("pit_stg_labels")
 
     summary = RunSummary(
         engine="spark",
@@ -314,13 +297,29 @@ def run_job(
         drifted_files=[u.rsplit("/", 1)[-1] for u in drifted],
     )
     try:
+        count_quarantine(spark, drifted, w_us, previous, summary)
+        for name, staged, columns in (
+            ("transactions", "pit_stg_transactions", staging.DEDUPED_TRANSACTION_COLUMNS),
+            ("labels", "pit_stg_labels", staging.DEDUPED_LABEL_COLUMNS),
+        ):
+            deduped = spark.sql(staging.deduped_sql(staged, columns, w_us)).localCheckpoint()
+            deduped.createOrReplaceTempView(f"pit_{name}")
+        staged_tx.unpersist()
+        staged_labels.unpersist()
         # The views are independent: submitting them together lets Spark overlap
         # one view's planning and small stages with another's.
         with ThreadPoolExecutor(max_workers=len(FEATURE_VIEWS)) as pool:
             counts = list(
                 pool.map(
-                    lambda v: _run_view(
-                        spark, store, layout, v, w_us, prev_us, w_stamp, full_refresh
+                    lambda v: run_view(
+                        spark,
+                        store,
+                        layout.view_dir(v.name),
+                        v,
+                        w_us,
+                        prev_us,
+                        w_stamp,
+                        full_refresh,
                     ),
                     FEATURE_VIEWS,
                 )
@@ -329,10 +328,10 @@ def run_job(
             summary.rows_appended[view.name] = appended
             summary.rows_restated[view.name] = restated
             summary.rows_total[view.name] = total
-        _count_quarantine(spark, drifted, w_us, previous, summary)
     finally:
-        tx.unpersist()
-        labels.unpersist()
+        # The checkpointed blocks go with their RDDs (Spark's context cleaner).
+        staged_tx.unpersist()
+        staged_labels.unpersist()
 
     if full_refresh:
         for name in store.list_names(layout.markers):
@@ -343,112 +342,6 @@ def run_job(
     marker = {"watermark_us": w_us, "watermark": watermark.isoformat(), "engine": "spark"}
     store.write_text(join(layout.markers, f"run-{w_stamp}.json"), json.dumps(marker) + "\n")
     return summary
-
-
-def _run_view(
-    spark: SparkSession,
-    store: Store,
-    layout: Layout,
-    view: Any,
-    w_us: int,
-    prev_us: int,
-    w_stamp: str,
-    full_refresh: bool,
-) -> tuple[int, int, int]:
-    """Write the view's run file; return (appended, restated, total rows after)."""
-    from pyspark.sql.types import StructField, StructType
-
-    key = view.entity.join_key
-    view_dir = layout.view_dir(view.name)
-    files = [] if full_refresh else _run_files(store, view_dir)
-    stored_name = None
-    stored = None
-    if files:
-        stored = spark.read.parquet(*files)
-        stored_name = f"pit_stored_{view.name}"
-        stored.createOrReplaceTempView(stored_name)
-    rel = Relations(
-        transactions="pit_transactions",
-        labels="pit_labels" if view.uses_labels else None,
-        stored=stored_name,
-        watermark_us=str(w_us),
-        previous_us=str(prev_us),
-    )
-    rows = spark.sql(render_view_sql(view, rel, SPARK))
-    # Every column nullable, as dbt writes them, whatever Spark proved about this plan
-    # (a union's nullability is its inputs'): one schema for every run file.
-    nullable = StructType([StructField(f.name, f.dataType, True) for f in rows.schema])
-    rows = rows.unionByName(spark.createDataFrame([], nullable))
-    tmp_dir = join(view_dir, f".tmp-{w_stamp}")
-    store.delete(tmp_dir)
-    (
-        rows.repartition(1)
-        .sortWithinPartitions(key, "event_timestamp", "created_timestamp")
-        .write.mode("overwrite")
-        .option("compression", "zstd")
-        .parquet(tmp_dir)
-    )
-    part = _single_part(store, tmp_dir)
-    # Counted from the written file, before it replaces anything the inputs read.
-    written = spark.read.parquet(part)
-    appended = written.count()
-    restated = total_before = 0
-    if stored is not None:
-        w_lit = f"timestamp_micros({w_us})"
-        older = stored.where(f"created_timestamp < {w_lit}").select(key, "event_timestamp")
-        restated = written.join(older.distinct(), [key, "event_timestamp"], "left_semi").count()
-        total_before = stored.where(f"created_timestamp <> {w_lit}").count()
-    if full_refresh:
-        for old in _run_files(store, view_dir):
-            store.delete(old)
-    store.replace(part, join(view_dir, f"run-{w_stamp}.parquet"))
-    store.delete(tmp_dir)
-    return appended, restated, total_before + appended
-
-
-def _count_quarantine(
-    spark: SparkSession, drifted: list[str], w_us: int, previous: int | None, summary: RunSummary
-) -> None:
-    """quarantine_events' counts: bad rows a run sees, "new" if the previous run did not.
-
-    A row is seen by run W when its file is read (ingest_date <= date(W)) and it is
-    ingested at or before W (or has no ingested_at at all).
-    """
-    prev_day = from_us(previous).date().isoformat() if previous is not None else None
-    seen_before = (
-        "false"
-        if previous is None
-        else (
-            f"regexp_extract(source_file, 'ingest_date=([0-9-]+)', 1) <= '{prev_day}' "
-            f"and (ingested_us is null or ingested_us <= {previous})"
-        )
-    )
-    rows = spark.sql(
-        f"""
-        select reason, count(*) as n, sum(case when {seen_before} then 0 else 1 end) as new
-        from (
-            select quarantine_reason as reason, source_file, ingested_us
-            from pit_stg_transactions where quarantine_reason is not null
-            union all
-            select quarantine_reason, source_file, ingested_us
-            from pit_stg_labels where quarantine_reason is not null
-        ) bad
-        where ingested_us is null or ingested_us <= {w_us}
-        group by reason
-        """
-    ).collect()
-    total = 0
-    for r in sorted(rows, key=lambda r: r.reason):
-        total += r.n
-        if r.new:
-            summary.quarantined_new[r.reason] = int(r.new)
-    for uri in drifted:
-        n = spark.read.parquet(uri).count()
-        total += n
-        day = uri.rsplit("ingest_date=", 1)[-1][:10]
-        if prev_day is None or day > prev_day:
-            summary.quarantined_new[DRIFT_REASON] = summary.quarantined_new.get(DRIFT_REASON, 0) + n
-    summary.quarantined_total = total
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,10 +8,6 @@ previous_run as (
     select {{ previous_watermark_us() }} as previous_us
 ),
 
-stored as (
-    {% if is_incremental() %}select merchant_id as entity_key, epoch_us(event_timestamp) as boundary_us, epoch_us(created_timestamp) as created_us, txn_count_7d, txn_count_30d, amount_sum_7d, chargeback_count_30d, chargeback_rate_30d from {{ this }} where epoch_us(created_timestamp) < {{ watermark_us() }}{% else %}select cast(null as varchar) as entity_key, cast(null as bigint) as boundary_us, cast(null as bigint) as created_us, cast(null as bigint) as txn_count_7d, cast(null as bigint) as txn_count_30d, cast(null as bigint) as amount_sum_7d, cast(null as bigint) as chargeback_count_30d, cast(null as double) as chargeback_rate_30d from (select 1 as x) as one where 1 = 0{% endif %}
-),
-
 arrivals as (
     select t.merchant_id as entity_key, t.event_us as changed_us from {{ ref('int_transactions__deduped') }} t, previous_run p where t.ingested_us > p.previous_us and t.ingested_us <= {{ watermark_us() }} union all select t.merchant_id as entity_key, l.label_us as changed_us from {{ ref('int_fraud_labels__deduped') }} l join {{ ref('int_transactions__deduped') }} t on t.transaction_id = l.transaction_id, previous_run p where l.ingested_us > p.previous_us and l.ingested_us <= {{ watermark_us() }} and t.ingested_us <= {{ watermark_us() }}
 ),
@@ -22,13 +18,31 @@ recompute_from as (
     group by entity_key
 ),
 
+-- The earliest boundary any entity recomputes. Pruning events and stored rows
+-- against it up front keeps an incremental run's work proportional to what
+-- arrived, not to the whole history (a no-op on a first or full-refresh run).
+horizon as (
+    select min(lo_us) as lo_us from (
+        select lo_us from recompute_from
+        union all
+        select previous_us from previous_run
+    ) lows
+),
+
+stored as (
+    {% if is_incremental() %}select merchant_id as entity_key, epoch_us(event_timestamp) as boundary_us, epoch_us(created_timestamp) as created_us, txn_count_7d, txn_count_30d, amount_sum_7d, chargeback_count_30d, chargeback_rate_30d from {{ this }} cross join horizon h where epoch_us(created_timestamp) < {{ watermark_us() }} and epoch_us(event_timestamp) >= h.lo_us{% else %}select cast(null as varchar) as entity_key, cast(null as bigint) as boundary_us, cast(null as bigint) as created_us, cast(null as bigint) as txn_count_7d, cast(null as bigint) as txn_count_30d, cast(null as bigint) as amount_sum_7d, cast(null as bigint) as chargeback_count_30d, cast(null as double) as chargeback_rate_30d from (select 1 as x) as one where 1 = 0{% endif %}
+),
+
 view_events as (
     select
         t.merchant_id as entity_key,
         t.event_us, t.amount, l.is_fraud, l.label_us
     from {{ ref('int_transactions__deduped') }} t
     left join (select * from {{ ref('int_fraud_labels__deduped') }} where ingested_us <= {{ watermark_us() }}) l on l.transaction_id = t.transaction_id
+    cross join horizon h
     where t.ingested_us <= {{ watermark_us() }}
+      -- Older events lie outside every window of every recomputed boundary.
+      and t.event_us >= h.lo_us - 2678400000000
 ),
 
 event_boundaries as (
