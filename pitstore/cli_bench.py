@@ -18,11 +18,23 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="JSON output (default bench/results/latest.json).")
         ] = None,
         keep: Annotated[bool, typer.Option(help="Keep the temporary data directory.")] = False,
+        only: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="Run only these benchmarks (repeatable): materialize, online, "
+                "score_http, frames, transform. E.g. --size medium --only frames."
+            ),
+        ] = None,
     ) -> None:
         """Build data, run every benchmark side by side with its baselines, print one table."""
         from bench.harness import SIZES
-        from bench.run import run_all
+        from bench.run import ALL, run_all
 
         if size not in SIZES:
             raise typer.BadParameter(f"size must be one of {sorted(SIZES)}", param_hint="--size")
-        run_all(size, out, keep)
+        unknown = sorted(set(only or ()) - set(ALL))
+        if unknown:
+            raise typer.BadParameter(
+                f"unknown benchmark(s) {unknown}; use {list(ALL)}", param_hint="--only"
+            )
+        run_all(size, out, keep, tuple(only) if only else ALL)
