@@ -187,8 +187,18 @@ def random_home(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
     return home, store, requests
 
 
+@pytest.fixture(params=["asof", "hash"])
+def winners_by(request, monkeypatch):  # type: ignore[no-untyped-def]
+    """Both ways of finding the winners: ASOF JOIN (small views), hash join (large)."""
+    import training.joins
+
+    limit = 10**12 if request.param == "asof" else -1
+    monkeypatch.setattr(training.joins, "ASOF_MAX_ROWS", limit)
+    return request.param
+
+
 @pytest.mark.parametrize("mode", ["as_known", "as_of"])
-def test_join_equals_bruteforce_oracle(random_home, mode):  # type: ignore[no-untyped-def]
+def test_join_equals_bruteforce_oracle(random_home, mode, winners_by):  # type: ignore[no-untyped-def]
     home, store, requests = random_home
     got = ours(home, requests, FRAUD_V1, mode)
     want = oracle(store, requests, FRAUD_V1, mode)
@@ -200,7 +210,7 @@ def test_join_equals_bruteforce_oracle(random_home, mode):  # type: ignore[no-un
 
 @pytest.mark.parametrize("mode", ["as_known", "as_of"])
 @pytest.mark.parametrize("fault", ["event_after_created", "duplicate_version"])
-def test_store_faults_raise(tmp_path, mode, fault):  # type: ignore[no-untyped-def]
+def test_store_faults_raise(tmp_path, mode, fault, winners_by):  # type: ignore[no-untyped-def]
     """A row with T > W, or two rows for one (key, T, W), is a store error, not an answer."""
     values = {f.name: 1 if f.dtype == "int64" else 0.5 for f in ACCOUNT_HOURLY.features}
     w = START + timedelta(hours=5)

@@ -73,12 +73,36 @@ def view_sql(
     min_ts: datetime,
     max_ts: datetime,
     out_names: list[str],
+    asof: bool = False,
 ) -> str:
     """``(__row, features..., event_timestamp, created_timestamp)`` for answered rows.
 
     ``out_names`` names the output columns after ``__row``: one per feature,
-    then the feature_ts and created_ts columns.
+    then the feature_ts and created_ts columns. ``asof`` finds the winners
+    with an ASOF JOIN instead of the bucketed hash join (see ``_asof_best``).
     """
+    key = view.entity.join_key
+    src = f"read_parquet({sql_list(files)})"
+    where = _where(view, mode, min_ts, max_ts)
+    cols = ", ".join(f'"{f.name}"' for f in view.features)
+    outs = [*(f'"{f.name}"' for f in view.features), "event_timestamp", "created_timestamp"]
+    sel = ", ".join(f'f.{col} as "{name}"' for col, name in zip(outs, out_names, strict=True))
+    best = (_asof_best if asof else _hash_best)(view, mode, src, where, min_ts)
+    return f"""
+with {best},
+f as (
+    select {key}, event_timestamp, created_timestamp, {cols},
+           epoch_us(event_timestamp)::hugeint * {_ORD_SHIFT}
+              + epoch_us(created_timestamp) as ord
+    from {src} where {where}
+)
+select b.{ROW}, {sel}
+from best b join f on f.{key} = b.{key} and f.ord = b.ord
+"""
+
+
+def _hash_best(view: FeatureView, mode: str, src: str, where: str, min_ts: datetime) -> str:
+    """``best(__row, key, ord)`` by a hash join with the requests as build side."""
     key = view.entity.join_key
     ttl_us = int(view.ttl.total_seconds()) * 1_000_000
     # Time buckets of one TTL each: a version inside [ts - ttl, ts] lies in the
@@ -88,14 +112,8 @@ def view_sql(
     # Offsets from a base at or below every qualifying time keep them >= 0.
     base = to_us(min_ts - view.ttl)
     bucket = f"(epoch_us({{}}) - {base}) // {ttl_us}"
-    src = f"read_parquet({sql_list(files)})"
-    where = _where(view, mode, min_ts, max_ts)
     on_time = "v.event_timestamp <= r.ts" if mode == "as_of" else "v.created_timestamp <= r.ts"
-    cols = ", ".join(f'"{f.name}"' for f in view.features)
-    outs = [*(f'"{f.name}"' for f in view.features), "event_timestamp", "created_timestamp"]
-    sel = ", ".join(f'f.{col} as "{name}"' for col, name in zip(outs, out_names, strict=True))
-    return f"""
-with rb as (
+    return f"""rb as (
     select {ROW}, {key}, ts, unnest([{bucket.format("ts")}, {bucket.format("ts")} - 1]) as bk
     from req
 ),
@@ -114,16 +132,42 @@ best as materialized (
       on r.{key} = v.{key} and r.bk = v.bk and {on_time}
      and v.event_timestamp >= r.ts - to_microseconds({ttl_us}::bigint)
     group by r.{ROW}, r.{key}
-),
-f as (
-    select {key}, event_timestamp, created_timestamp, {cols},
-           epoch_us(event_timestamp)::hugeint * {_ORD_SHIFT}
-              + epoch_us(created_timestamp) as ord
-    from {src} where {where}
-)
-select b.{ROW}, {sel}
-from best b join f on f.{key} = b.{key} and f.ord = b.ord
-"""
+)"""
+
+
+def _asof_best(view: FeatureView, mode: str, src: str, where: str, min_ts: datetime) -> str:
+    """``best(__row, key, ord)`` by an ASOF JOIN: for views with few offline rows.
+
+    The ASOF JOIN sorts the offline side (key and ord only), so it suits small
+    views: merchant_daily at 1M requests x 58k rows takes about 60% of the
+    hash join's CPU, while at 3M rows and more it needs about twice the
+    memory. ``as_of``: the greatest ord up to ``(ts, any created)``.
+    ``as_known``: what the online store held at ``ts`` is the greatest ord
+    among the versions created by then, so each version carries the running
+    maximum of ord over its key's versions in created order (peers included)
+    and the ASOF JOIN takes the newest one created at or before ``ts``.
+    Either way the TTL is ``event_timestamp >= ts - ttl``, i.e. ``ord >=
+    (ts - ttl) * shift``.
+    """
+    del min_ts
+    key = view.entity.join_key
+    ttl_us = int(view.ttl.total_seconds()) * 1_000_000
+    if mode == "as_of":
+        side = f"select {key}, {_ord()} as ord from {src} where {where}"
+        at, on = f"epoch_us(r.ts)::hugeint * {_ORD_SHIFT} + {_ORD_SHIFT - 1}", "o.ord"
+    else:
+        side = f"""select {key}, epoch_us(created_timestamp) as at,
+               max({_ord()}) over (
+                   partition by {key} order by created_timestamp
+                   range between unbounded preceding and current row) as ord
+            from {src} where {where}"""
+        at, on = "epoch_us(r.ts)", "o.at"
+    return f"""o as ({side}),
+best as materialized (
+    select r.{ROW}, r.{key}, o.ord
+    from req r asof join o on r.{key} = o.{key} and {at} >= {on}
+    where o.ord >= (epoch_us(r.ts) - {ttl_us})::hugeint * {_ORD_SHIFT}
+)"""
 
 
 def unknown_sql(view: FeatureView, files: list[Path]) -> str:

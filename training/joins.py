@@ -17,7 +17,9 @@ through a hash join whose build side is the requests, keeping per request row
 the greatest ``(event_timestamp, created_timestamp)`` among the versions that
 qualify, then fetches that version's values. Memory scales with the requests,
 not with the store (an ASOF JOIN sorts every offline row: measured at 1M
-requests x 12M rows, about 3x the peak memory and no faster):
+requests x 12M rows, about 3x the peak memory and no faster). Views with few
+offline rows (``ASOF_MAX_ROWS``) find the winners with an ASOF JOIN instead,
+which is cheaper there; both select the versions below:
 
 - ``as_of``: versions with ``ts - ttl <= event_timestamp <= ts``.
 - ``as_known``: versions with ``created_timestamp <= ts`` and
@@ -59,6 +61,11 @@ ENGINES = ("duckdb", "spark")
 TS = "ts"
 ROW = "__row"
 UTC_US = pa.timestamp("us", tz="UTC")
+# Views with at most this many offline rows (in the files read) find their
+# winners with an ASOF JOIN, larger ones with the bucketed hash join. Measured
+# at 1M requests: merchant_daily (58k rows) 0.65 s CPU instead of 1.1 s, same
+# memory; account_daily (2.9M rows) no faster and twice the memory.
+ASOF_MAX_ROWS = 500_000
 
 
 class StoreError(RuntimeError):
@@ -205,7 +212,8 @@ def join_view_duckdb(
     """One view's columns in request order, and which request rows got a value."""
     if not files:  # nothing in range: every value is missing
         return _null_part(view, n), np.zeros(n, dtype=bool)
-    sql = view_sql(view, mode, files, min_ts, max_ts, _view_columns(view))
+    small = sum(pq.read_metadata(p).num_rows for p in files) <= ASOF_MAX_ROWS
+    sql = view_sql(view, mode, files, min_ts, max_ts, _view_columns(view), asof=small)
     try:
         part = con.sql(sql).to_arrow_table()
     except duckdb.Error as exc:
@@ -248,7 +256,10 @@ def count_unknown(
         return 0
     keys = req.column(view.entity.join_key)
     unmatched = keys.filter(pa.array(~answered))
-    seen = pc.unique(keys.filter(pa.array(answered)))
+    # Hash the few unmatched keys, not the answered ones (10x faster at 1M rows).
+    candidates = pc.unique(unmatched)
+    hit = pc.and_(pc.is_in(keys, value_set=candidates), pa.array(answered))
+    seen = pc.unique(keys.filter(hit))
     left = unmatched.filter(pc.invert(pc.is_in(unmatched, value_set=seen)))
     if len(left) == 0:
         return 0
