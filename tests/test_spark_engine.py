@@ -413,3 +413,45 @@ def test_render_ts_examples() -> None:
     assert datetime.fromisoformat("2026-03-29T03:30:00+02:00") == datetime(
         2026, 3, 29, 1, 30, tzinfo=UTC
     )
+
+
+def test_crashed_run_leaves_state_a_later_run_ignores(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed after writing its dedupe state but before its marker: the next run
+    reads the state of completed runs only, and equals a store that never crashed."""
+    from transforms.spark import job
+
+    e1 = Event("e1", "A", "M", 500, "GB", "pos", START_US + H, START_US + H + 1, 0)
+    dup = Event("e1", "A", "M", 900, "GB", "pos", START_US + H, START_US + D + 2 * H, 1)
+    late = Event("e2", "A", "M", 70, "GB", "pos", START_US + 3 * H, START_US + 2 * D + H, 2)
+    rows = [(e.ingested_us, e.source_order, tx_row(e, render_ts(e.event_us, 0))) for e in (e1, dup)]
+    rows += [(late.ingested_us, 2, tx_row(late, render_ts(late.event_us, 60))), *junk_rows(1)]
+    land(tmp_path / "landing", rows, [Label("e1", True, START_US + D, START_US + 2 * D, 0)])
+    w1, w2, w3 = (from_us(START_US + k * D) for k in (1, 2, 3))
+
+    def layout(name: str) -> Layout:
+        home = tmp_path / name
+        return Layout(str(tmp_path / "landing"), str(home / "offline"), str(home / "runs"))
+
+    run_job(spark, layout("crashed"), w1)
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("killed before the views")
+
+    monkeypatch.setattr(job, "run_view", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_job(spark, layout("crashed"), w2)
+    monkeypatch.undo()
+    assert (tmp_path / "crashed" / "offline" / "_state" / "transactions").exists()
+    healed = run_job(spark, layout("crashed"), w3)
+    run_job(spark, layout("clean"), w1)
+    clean = run_job(spark, layout("clean"), w3)
+    for field in ("rows_appended", "rows_restated", "rows_total", "quarantined_new"):
+        assert getattr(healed, field) == getattr(clean, field), field
+    assert healed.quarantined_total == clean.quarantined_total
+    for view in FEATURE_VIEWS:
+        for w in (w1, w3):
+            assert run_rows(tmp_path / "crashed" / "offline", view.name, to_us(w)) == run_rows(
+                tmp_path / "clean" / "offline", view.name, to_us(w)
+            )

@@ -13,9 +13,11 @@ SPARK)``, the same renderer that generates the dbt marts (run CTE by CTE:
 * the previous run = the newest watermark < W among ``<offline>/_runs/run-*.json``,
   the marker each successful run writes *last* (a run that crashed halfway has no
   marker, so the next run recomputes from the run before it: more work, same rows);
-* dedupe is recomputed from the landing files with ``ingested_at <= W`` (the first
-  ingested copy is the same whichever run first saw it, so this equals dbt's
-  incremental table).
+* dedupe is incremental like dbt's tables: the deduplicated events persist as
+  parquet under ``<offline>/_state/`` (one file per run, ``dedupe.py``), and a run
+  after P parses only the landing files that may hold rows ingested after P; the
+  quarantine total is P's (from its marker) plus the rows new at W. A run without
+  a usable state (first, full refresh, older store) reads every landing file.
 
 Every output file is written by Spark to ``<view>/.tmp-<W>/`` and moved to
 ``<view>/run-<W>.parquet`` (``os.replace`` locally, Hadoop ``FileSystem.rename``
@@ -43,7 +45,7 @@ from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from pitstore import landing  # noqa: E402
 from pitstore.spec import FEATURE_VIEWS  # noqa: E402
-from pitstore.timeutil import parse_utc, to_us  # noqa: E402
+from pitstore.timeutil import from_us, parse_utc, to_us  # noqa: E402
 from pitstore.transform import (  # noqa: E402
     LABEL_COLUMNS,
     TRANSACTION_COLUMNS,
@@ -53,7 +55,7 @@ from pitstore.transform import (  # noqa: E402
     schema_drift,
     stamp_us,
 )
-from transforms.spark import staging  # noqa: E402
+from transforms.spark import dedupe, staging  # noqa: E402
 from transforms.spark.quarantine import count_quarantine  # noqa: E402
 from transforms.spark.storage import Store, is_local, join, local_path  # noqa: E402
 from transforms.spark.views import run_view  # noqa: E402
@@ -238,14 +240,14 @@ def _read_raw(spark: SparkSession, uris: list[str], columns: dict[str, str]) -> 
 # --- Runs ---------------------------------------------------------------------
 
 
-def recorded_runs(store: Store, layout: Layout) -> list[int]:
-    """Watermarks (µs) of the runs that completed, from their markers."""
-    runs = []
+def recorded_markers(store: Store, layout: Layout) -> dict[int, dict[str, Any]]:
+    """The markers of the runs that completed, by watermark (µs)."""
+    markers = {}
     for name in store.list_names(layout.markers):
         if name.startswith("run-") and name.endswith(".json"):
             marker = json.loads(store.read_text(join(layout.markers, name)))
-            runs.append(int(marker["watermark_us"]))
-    return runs
+            markers[int(marker["watermark_us"])] = marker
+    return markers
 
 
 def run_job(
@@ -261,9 +263,15 @@ def run_job(
     watermark = watermark.astimezone(UTC)
     manifest = _validated_manifest(spark, store, layout, watermark)
     w_us = to_us(watermark)
-    previous = check_run_order(w_us, [] if full_refresh else recorded_runs(store, layout))
+    markers = {} if full_refresh else recorded_markers(store, layout)
+    previous = check_run_order(w_us, list(markers))
     prev_us = -1 if previous is None else previous
     w_stamp = stamp_us(w_us)
+    # The deduplicated state from base(P) to P, when P left one (see dedupe.py).
+    base = dedupe.usable_base(markers, previous)
+    state_runs = (
+        None if base is None else [stamp_us(m) for m in sorted(markers) if base <= m <= prev_us]
+    )
 
     tx_uris: list[str] = []
     drifted: list[str] = []
@@ -278,6 +286,11 @@ def run_job(
             f"the landing zone holds no transaction partition at or before {watermark.isoformat()}"
         )
 
+    if state_runs is not None:
+        assert previous is not None
+        prev_day = from_us(previous).date().isoformat()
+        tx_uris = dedupe.files_since(tx_uris, previous, prev_day)
+        label_uris = dedupe.files_since(label_uris, previous, prev_day)
     _read_raw(spark, tx_uris, TRANSACTION_COLUMNS).createOrReplaceTempView("pit_raw_transactions")
     _read_raw(spark, label_uris, LABEL_COLUMNS).createOrReplaceTempView("pit_raw_labels")
     # Staged rows are cached and filled by the quarantine count, their first use,
@@ -297,13 +310,12 @@ def run_job(
         drifted_files=[u.rsplit("/", 1)[-1] for u in drifted],
     )
     try:
-        count_quarantine(spark, drifted, w_us, previous, summary)
-        for name, staged, columns in (
-            ("transactions", "pit_stg_transactions", staging.DEDUPED_TRANSACTION_COLUMNS),
-            ("labels", "pit_stg_labels", staging.DEDUPED_LABEL_COLUMNS),
-        ):
-            deduped = spark.sql(staging.deduped_sql(staged, columns, w_us)).localCheckpoint()
-            deduped.createOrReplaceTempView(f"pit_{name}")
+        previous_total = None if base is None else int(markers[prev_us]["quarantined_total"])
+        count_quarantine(spark, drifted, w_us, previous, summary, previous_total)
+        for name in dedupe.DATASETS:
+            dedupe.deduped(
+                spark, store, layout.offline, name, w_us, w_stamp, state_runs, previous
+            ).createOrReplaceTempView(f"pit_{name}")
         staged_tx.unpersist()
         staged_labels.unpersist()
         # The views are independent: submitting them together lets Spark overlap
@@ -336,10 +348,17 @@ def run_job(
     if full_refresh:
         for name in store.list_names(layout.markers):
             store.delete(join(layout.markers, name))
+        dedupe.drop_other_runs(store, layout.offline, w_stamp)
     summary.seconds = round(time.perf_counter() - started, 3)
     store.write_text(join(layout.runs, f"spark-{w_stamp}.json"), summary.to_json())
     # The marker last: only a run whose every file is in place counts as a run.
-    marker = {"watermark_us": w_us, "watermark": watermark.isoformat(), "engine": "spark"}
+    marker = {
+        "watermark_us": w_us,
+        "watermark": watermark.isoformat(),
+        "engine": "spark",
+        "state_base_us": w_us if base is None else base,
+        "quarantined_total": summary.quarantined_total,
+    }
     store.write_text(join(layout.markers, f"run-{w_stamp}.json"), json.dumps(marker) + "\n")
     return summary
 

@@ -15,12 +15,19 @@ DRIFT_REASON = "schema drift in landing file"
 
 
 def count_quarantine(
-    spark: SparkSession, drifted: list[str], w_us: int, previous: int | None, summary: RunSummary
+    spark: SparkSession,
+    drifted: list[str],
+    w_us: int,
+    previous: int | None,
+    summary: RunSummary,
+    previous_total: int | None = None,
 ) -> None:
     """quarantine_events' counts: bad rows a run sees, "new" if the previous run did not.
 
     A row is seen by run W when its file is read (ingest_date <= date(W)) and it is
-    ingested at or before W (or has no ingested_at at all).
+    ingested at or before W (or has no ingested_at at all). What run P saw, run W
+    sees too, so with P's total known (``previous_total``) the total is that plus
+    the new rows, and the staged rows need only hold the files with new ones.
     """
     prev_day = from_us(previous).date().isoformat() if previous is not None else None
     seen_before = (
@@ -51,9 +58,14 @@ def count_quarantine(
         if r.new:
             summary.quarantined_new[r.reason] = int(r.new)
     for uri in drifted:
+        day = uri.rsplit("ingest_date=", 1)[-1][:10]
+        new = prev_day is None or day > prev_day
+        if not new and previous_total is not None:
+            continue
         n = spark.read.parquet(uri).count()
         total += n
-        day = uri.rsplit("ingest_date=", 1)[-1][:10]
-        if prev_day is None or day > prev_day:
+        if new:
             summary.quarantined_new[DRIFT_REASON] = summary.quarantined_new.get(DRIFT_REASON, 0) + n
+    if previous_total is not None:
+        total = previous_total + sum(summary.quarantined_new.values())
     summary.quarantined_total = total

@@ -175,8 +175,10 @@ from (
 """
 
 
-def deduped_sql(staged: str, columns: str, watermark_us: int) -> str:
-    """int_*__deduped: valid rows known at W, the first ingested copy per transaction_id."""
+def deduped_sql(staged: str, columns: str, watermark_us: int, after_us: int | None = None) -> str:
+    """int_*__deduped: valid rows known at W, the first ingested copy per transaction_id
+    (incremental: among the copies ingested after ``after_us``, as dbt's model)."""
+    after = "" if after_us is None else f"\n      and ingested_us > {after_us}"
     return f"""
 select {columns}
 from (
@@ -188,7 +190,7 @@ from (
         ) as delivery_rank
     from {staged}
     where quarantine_reason is null
-      and ingested_us <= {watermark_us}
+      and ingested_us <= {watermark_us}{after}
 ) ranked
 where delivery_rank = 1
 """

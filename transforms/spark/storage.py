@@ -108,6 +108,14 @@ class Store:
         if not fs.rename(s, d):
             raise OSError(f"could not rename {src} to {dst}")
 
+    def parquet_rows(self, uri: str) -> int:
+        """Rows in a parquet file, from its footer (no scan)."""
+        if is_local(uri):
+            import pyarrow.parquet as pq
+
+            return int(pq.read_metadata(local_path(uri)).num_rows)
+        return int(self._spark.read.parquet(uri).count())
+
     def delete(self, uri: str) -> None:
         if is_local(uri):
             p = local_path(uri)

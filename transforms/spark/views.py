@@ -15,6 +15,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from pitstore.render_sql import SPARK, Relations, render_view_sql, split_ctes
+from transforms.spark.dedupe import single_part
 from transforms.spark.storage import Store, join
 
 if TYPE_CHECKING:
@@ -27,16 +28,6 @@ def run_files(store: Store, view_dir: str) -> list[str]:
         for n in store.list_names(view_dir)
         if n.startswith("run-") and n.endswith(".parquet")
     ]
-
-
-def _single_part(store: Store, tmp_dir: str) -> str:
-    from pitstore.transform import TransformError
-
-    names = store.list_names(tmp_dir)
-    parts = [n for n in names if n.startswith("part-") and n.endswith(".parquet")]
-    if len(parts) != 1:
-        raise TransformError(f"expected one parquet part in {tmp_dir}, found {parts}")
-    return join(tmp_dir, parts[0])
 
 
 def stepwise(spark: SparkSession, sql: str, prefix: str) -> DataFrame:
@@ -76,12 +67,9 @@ def run_view(
     key = view.entity.join_key
     files = [] if full_refresh else run_files(store, view_dir)
     stored_name = None
-    stored = None
     if files:
-        # Cached: the counts below read the stored rows again after the SQL did.
-        stored = spark.read.parquet(*files).persist()
         stored_name = f"pit_stored_{view.name}"
-        stored.createOrReplaceTempView(stored_name)
+        spark.read.parquet(*files).createOrReplaceTempView(stored_name)
     rel = Relations(
         transactions="pit_transactions",
         labels="pit_labels" if view.uses_labels else None,
@@ -89,7 +77,8 @@ def run_view(
         watermark_us=str(w_us),
         previous_us=str(prev_us),
     )
-    rows = stepwise(spark, render_view_sql(view, rel, SPARK), f"pit_{view.name}__")
+    prefix = f"pit_{view.name}__"
+    rows = stepwise(spark, render_view_sql(view, rel, SPARK), prefix)
     # Every column nullable, as dbt writes them, whatever Spark proved about this plan
     # (a union's nullability is its inputs'): one schema for every run file.
     nullable = StructType([StructField(f.name, f.dataType, True) for f in rows.schema])
@@ -103,17 +92,22 @@ def run_view(
         .option("compression", "zstd")
         .parquet(tmp_dir)
     )
-    part = _single_part(store, tmp_dir)
-    # Counted from the written file, before it replaces anything the inputs read.
-    written = spark.read.parquet(part)
-    appended = written.count()
+    part = single_part(store, tmp_dir)
+    # Counted from the written file and the footers of the stored ones, before it
+    # replaces anything the inputs read. Every file holds the rows of one run (its
+    # created_timestamp). A restated row's (key, T) has a version created before W:
+    # the SQL's ``stored`` step holds every such version at or after the horizon,
+    # where every written T lies.
+    appended = store.parquet_rows(part)
     restated = total_before = 0
-    if stored is not None:
-        w_lit = f"timestamp_micros({w_us})"
-        older = stored.where(f"created_timestamp < {w_lit}").select(key, "event_timestamp")
-        restated = written.join(older.distinct(), [key, "event_timestamp"], "left_semi").count()
-        total_before = stored.where(f"created_timestamp <> {w_lit}").count()
-        stored.unpersist()
+    if files:
+        written = spark.read.parquet(part).selectExpr(
+            f"{key} as entity_key", "unix_micros(event_timestamp) as boundary_us"
+        )
+        older = spark.table(prefix + "stored").select("entity_key", "boundary_us").distinct()
+        restated = written.join(older, ["entity_key", "boundary_us"], "left_semi").count()
+        mine = join(view_dir, f"run-{w_stamp}.parquet")
+        total_before = sum(store.parquet_rows(f) for f in files if f != mine)
     if full_refresh:
         for old in run_files(store, view_dir):
             store.delete(old)
