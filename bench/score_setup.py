@@ -29,42 +29,16 @@ HOST = "127.0.0.1"
 
 def train_model(home: Path) -> None:
     """A production-shaped model (training.model.fit) on synthetic rows, promoted."""
-    import pandas as pd
     import test_serving as ts
 
     from pitstore.config import Settings
     from training.model import fit
     from training.registry import promote, save_model
 
-    rng = np.random.default_rng(0)
-    n = 6000
-    frame = pd.DataFrame(rng.gamma(2.0, 2.0, size=(n, len(ts.COLUMNS))), columns=ts.COLUMNS)
-    frame["is_card_not_present"] = rng.integers(0, 2, n).astype(float)
-    frame["is_foreign"] = rng.integers(0, 2, n).astype(float)
-    logit = (
-        0.8 * frame["account_hourly__txn_count_1h"]
-        + 0.6 * frame["amount_vs_30d_mean"]
-        + 1.5 * frame["is_card_not_present"]
-        - 7.0
-    )
-    frame["label"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    frame = ts.synthetic_frame(6000)
     model = fit(frame, ts.COLUMNS)
     x = frame[ts.COLUMNS].to_numpy()
-    card = {
-        "version": ts.VERSION,
-        "feature_service": ts.FRAUD_V1.name,
-        "spec_fingerprint": "bench",
-        "frame_fingerprint": "bench",
-        "training_window": "synthetic",
-        "label_cutoff": "synthetic",
-        "metrics": {},
-        "threshold": 0.5,
-        "review_band": [0.3, 0.7],
-        "feature_columns": ts.COLUMNS,
-        "code_version": "bench",
-        "created_at": ts.NOW.isoformat(),
-        "feature_medians": {c: float(frame[c].median()) for c in ts.COLUMNS},
-    }
+    card = ts.synthetic_card(frame, "bench")
     settings = Settings(pitstore_home=home)
     save_model(settings, model, card, frame["label"].to_numpy(), model.predict_proba(x)[:, 1])
     promote(settings, ts.VERSION)

@@ -44,12 +44,10 @@ NOW = datetime.now(UTC)
 # --- model artifact -------------------------------------------------------------
 
 
-def train_tiny_model(home: Path) -> None:
-    """A real sklearn model on synthetic data, saved and promoted via training.registry."""
-    from training.registry import promote, save_model
-
+def synthetic_frame(n: int) -> pd.DataFrame:
+    """Model inputs (COLUMNS) plus ``label``: fraud likelier with a busy hour, a
+    large amount against the 30-day mean and card-not-present (seeded)."""
     rng = np.random.default_rng(0)
-    n = 800
     frame = pd.DataFrame(rng.gamma(2.0, 2.0, size=(n, len(COLUMNS))), columns=COLUMNS)
     frame["is_card_not_present"] = rng.integers(0, 2, n).astype(float)
     frame["is_foreign"] = rng.integers(0, 2, n).astype(float)
@@ -59,27 +57,40 @@ def train_tiny_model(home: Path) -> None:
         + 1.5 * frame["is_card_not_present"]
         - 7.0
     )
-    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    x = frame.to_numpy()  # the registry's LoadedModel feeds numpy in feature_columns order
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
-    card = {
+    frame["label"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return frame
+
+
+def synthetic_card(frame: pd.DataFrame, tag: str) -> dict[str, object]:
+    """A model card for a model trained on ``synthetic_frame`` (serving reads it)."""
+    return {
         "version": VERSION,
         "feature_service": FRAUD_V1.name,
-        "spec_fingerprint": "test",
-        "frame_fingerprint": "test",
+        "spec_fingerprint": tag,
+        "frame_fingerprint": tag,
         "training_window": "synthetic",
         "label_cutoff": "synthetic",
         "metrics": {},
         "threshold": 0.5,
         "review_band": [0.3, 0.7],
         "feature_columns": COLUMNS,
-        "code_version": "test",
+        "code_version": tag,
         "created_at": NOW.isoformat(),
         # Reference values for the reasons (serving.scoring reads them if present).
         "feature_medians": {c: float(frame[c].median()) for c in COLUMNS},
     }
+
+
+def train_tiny_model(home: Path) -> None:
+    """A real sklearn model on synthetic data, saved and promoted via training.registry."""
+    from training.registry import promote, save_model
+
+    frame = synthetic_frame(800)
+    y = frame["label"].to_numpy()
+    x = frame[COLUMNS].to_numpy()  # the registry's LoadedModel feeds numpy in feature_columns order
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
     settings = Settings(pitstore_home=home)
-    save_model(settings, model, card, y, model.predict_proba(x)[:, 1])
+    save_model(settings, model, synthetic_card(frame, "test"), y, model.predict_proba(x)[:, 1])
     promote(settings, VERSION)
 
 
