@@ -153,7 +153,9 @@ def run_all(
             from bench import frames_bench
 
             if "frames" in only:
-                benches["frames"] = _guard("frames", frames_bench.run, settings, size, w)
+                benches["frames"] = _guard(
+                    "frames", frames_bench.run, settings, size, w, plan["bulk_repeats"]
+                )
 
             # 6: transforms (bench/transform_bench.py, owned by the transform work).
             if "transform" in only:
@@ -287,9 +289,9 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
         ("1", "online_1", "online fetch fraud_v1, 1 txn", "p99 <= 0.5x Feast, <= 2x raw"),
         ("2", "online_100", "online fetch fraud_v1, 100 rows", "p99 <= 0.2x Feast, <= 1.5x raw"),
     ):
-        r = b.get(key, _not_measurable("not run"))
+        r = b.get(key, _not_measurable("not run (--only)"))
         if not r.get("measurable"):
-            rows.append([num, what, "not yet measurable", r.get("reason", ""), "", goal, "-"])
+            rows.append([num, what, "not measured", r.get("reason", ""), "", goal, "-"])
             continue
         t = r["timing"]
         rows.append(
@@ -307,11 +309,11 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 _goal(r["goal"]["met"]),
             ]
         )
-    r = b.get("score_http", _not_measurable("not run"))
+    r = b.get("score_http", _not_measurable("not run (--only)"))
     goal3 = "p99 <= 3x no-op (each at 70% of its max); no errors"
     if not r.get("measurable"):
         rows.append(
-            ["3", "/v1/score over HTTP", "not yet measurable", r.get("reason", ""), "", goal3, "-"]
+            ["3", "/v1/score over HTTP", "not measured", r.get("reason", ""), "", goal3, "-"]
         )
     else:
         p, n, s = r["pitstore"], r["noop"], r["noop_at_pitstore_rate"]
@@ -333,11 +335,11 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 _goal(r["goal"]["met"]),
             ]
         )
-    r = b.get("materialize", _not_measurable("not run"))
+    r = b.get("materialize", _not_measurable("not run (--only)"))
     goal4 = ">= 4x Feast, >= 0.7x raw"
     if not r.get("measurable"):
         rows.append(
-            ["4", "materialize to Redis", "not yet measurable", r.get("reason", ""), "", goal4, "-"]
+            ["4", "materialize to Redis", "not measured", r.get("reason", ""), "", goal4, "-"]
         )
     else:
         t = r["timing"]
@@ -355,12 +357,10 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 _goal(r["goal"]["met"]),
             ]
         )
-    r = b.get("frames", _not_measurable("not run"))
+    r = b.get("frames", _not_measurable("not run (--only)"))
     goal5 = "as_of <= 0.2x Feast time, <= 0.5x peak mem, identical"
     if not r.get("measurable"):
-        rows.append(
-            ["5", "training frame", "not yet measurable", r.get("reason", ""), "", goal5, "-"]
-        )
+        rows.append(["5", "training frame", "not measured", r.get("reason", ""), "", goal5, "-"])
     else:
         c = r["contenders"]
 
@@ -383,12 +383,10 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 _goal(r["goal"]["met"]),
             ]
         )
-    r = b.get("transform", _not_measurable("not run"))
+    r = b.get("transform", _not_measurable("not run (--only)"))
     goal6 = "incremental <= 0.1x full"
     if not r.get("measurable", True) or "reason" in r and "measurable" in r:
-        rows.append(
-            ["6", "daily transform", "not yet measurable", r.get("reason", ""), "", goal6, "-"]
-        )
+        rows.append(["6", "daily transform", "not measured", r.get("reason", ""), "", goal6, "-"])
     else:
         engines = [e for e in ("dbt", "spark") if isinstance(r.get(e), dict)]
 
