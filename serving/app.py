@@ -117,7 +117,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            app.state.service.close()
+            await app.state.service.aclose()
 
     app = FastAPI(title="pitstore scoring", version="1", lifespan=lifespan)
     app.state.settings = settings
