@@ -76,6 +76,12 @@ class Run:
     transport_errors: int = 0
     target_rps: float | None = None
 
+    def record(self, index: int, status: int, body: bytes, latency_s: float) -> None:
+        self.latencies_s.append(latency_s)
+        self.indices.append(index)
+        self.statuses.append(status)
+        self.bodies.append(body)
+
     def summary(self) -> dict[str, object]:
         lat = np.array(self.latencies_s) * 1000 if self.latencies_s else np.zeros(1)
         out: dict[str, object] = {
@@ -121,10 +127,7 @@ async def closed_loop(
             except (OSError, ValueError, asyncio.IncompleteReadError):
                 run.transport_errors += 1
                 return
-            run.latencies_s.append(time.perf_counter() - sent)
-            run.indices.append(i)
-            run.statuses.append(status)
-            run.bodies.append(body)
+            run.record(i, status, body, time.perf_counter() - sent)
 
     try:
         await asyncio.gather(*(worker(c) for c in conns))
@@ -178,10 +181,7 @@ async def open_loop(
                 conn.close()
                 conn = await Connection.open(host, port)
                 continue
-            run.latencies_s.append(clock() - start)
-            run.indices.append(i)
-            run.statuses.append(status)
-            run.bodies.append(body)
+            run.record(i, status, body, clock() - start)
 
     try:
         await asyncio.gather(*(worker(c) for c in conns))
