@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,13 +130,7 @@ async def closed_loop(
                 return
             run.record(i, status, body, time.perf_counter() - sent)
 
-    try:
-        await asyncio.gather(*(worker(c) for c in conns))
-    finally:
-        run.seconds = time.perf_counter() - start
-        for c in conns:
-            c.close()
-    return run
+    return await _drive(run, conns, worker, start)
 
 
 async def open_loop(
@@ -180,13 +175,24 @@ async def open_loop(
                 run.transport_errors += 1
                 conn.close()
                 conn = await Connection.open(host, port)
+                conns.append(conn)  # closed with the others at the end
                 continue
             run.record(i, status, body, clock() - start)
 
+    return await _drive(run, conns, worker, t0)
+
+
+async def _drive(
+    run: Run,
+    conns: list[Connection],
+    worker: Callable[[Connection], Awaitable[None]],
+    started: float,
+) -> Run:
+    """One worker per connection until the requests run out; always closes them."""
     try:
         await asyncio.gather(*(worker(c) for c in conns))
     finally:
-        run.seconds = time.perf_counter() - t0
+        run.seconds = time.perf_counter() - started
         for c in conns:
             c.close()
     return run

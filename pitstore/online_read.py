@@ -180,6 +180,12 @@ class OnlineReader:
                 if not isinstance(v, str) or not v:
                     raise OnlineReadError(f"entity row {i}: {k} must be a non-empty string")
 
+    def _queue(self, pipe: Any, entity_rows: Sequence[Mapping[str, str]]) -> None:
+        """One HMGET per (row, entity) on a sync or asyncio pipeline, in decode order."""
+        for row in entity_rows:
+            for g in self.groups:
+                pipe.hmget(self.key(g, row[g.join_key]), g.fields)
+
     def read(
         self,
         client: redis.Redis,
@@ -191,9 +197,7 @@ class OnlineReader:
         self._validate(entity_rows)
         try:
             with client.pipeline(transaction=False) as pipe:
-                for row in entity_rows:
-                    for g in self.groups:
-                        pipe.hmget(self.key(g, row[g.join_key]), g.fields)  # type: ignore[arg-type]
+                self._queue(pipe, entity_rows)
                 replies = pipe.execute()
         except redis.exceptions.RedisError as exc:
             raise OnlineReadError(f"online read failed: {exc}") from exc
@@ -211,9 +215,7 @@ class OnlineReader:
         self._validate(entity_rows)
         try:
             async with client.pipeline(transaction=False) as pipe:
-                for row in entity_rows:
-                    for g in self.groups:
-                        pipe.hmget(self.key(g, row[g.join_key]), g.fields)  # type: ignore[arg-type]
+                self._queue(pipe, entity_rows)
                 replies = await pipe.execute()
         except redis.exceptions.RedisError as exc:
             raise OnlineReadError(f"online read failed: {exc}") from exc
