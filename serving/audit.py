@@ -5,8 +5,9 @@ Layout::
     <audit_dir>/day=YYYY-MM-DD/part-<start stamp>-<pid>-<seq>.jsonl
 
 One record per line, written with a single ``write`` on an ``O_APPEND`` file
-and made durable with ``fsync`` before ``append`` returns; the caller sends the
-response only after that. Concurrent appends share one fsync (group commit).
+and made durable with ``fsync`` before ``append`` (or ``append_async``) returns;
+the caller sends the response only after that. Concurrent appends share one
+fsync (group commit).
 A process never appends to another process's (or an earlier run's) file, so a
 line torn by a crash can only be the last line of a file nobody writes to any
 more; readers skip such a line. Files rotate at the UTC day and at a size
@@ -21,6 +22,7 @@ day's files.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -60,6 +62,7 @@ class AuditLog:
         self._size = 0
         self._written = 0
         self._synced = 0
+        self._flush: asyncio.Future[None] | None = None  # the pending group fsync
         self.records = 0
 
     # --- writing -------------------------------------------------------------
@@ -69,6 +72,46 @@ class AuditLog:
 
         Returns the JSON line written, so the response can reuse it rather than
         encode the same record a second time."""
+        line, seq = self._write(record)
+        try:
+            self._sync(seq)
+        except OSError as exc:
+            raise AuditError(f"audit log write failed: {exc}") from exc
+        self.records += 1
+        return line
+
+    async def append_async(self, record: dict[str, Any]) -> bytes:
+        """``append`` for an event loop: the record is written now and is durable
+        when this returns, but one fsync covers every record written on the loop
+        before that fsync runs (group commit).
+
+        Why: an fsync per request was ~15% of a request's event-loop time and
+        serialised every request behind the disk; deferring it by one loop
+        iteration lets the requests that finish together share it."""
+        line, seq = self._write(record)
+        if self._synced < seq:
+            flush = self._flush
+            if flush is None:
+                loop = asyncio.get_running_loop()
+                flush = self._flush = loop.create_future()
+                loop.call_soon(self._flush_now, flush)
+            # shield: a cancelled request must not cancel the flush others await
+            await asyncio.shield(flush)
+        self.records += 1
+        return line
+
+    def _flush_now(self, flush: asyncio.Future[None]) -> None:
+        self._flush = None  # records written from here on need the next flush
+        try:
+            self._sync(self._written)
+        except OSError as exc:
+            flush.set_exception(AuditError(f"audit log write failed: {exc}"))
+            flush.exception()  # retrieved here: no "never retrieved" noise if unawaited
+        else:
+            flush.set_result(None)
+
+    def _write(self, record: dict[str, Any]) -> tuple[bytes, int]:
+        """Append one whole line (not yet durable); its sequence number for _sync."""
         line = encode(record)  # serialise fully first: no partial record on bad data
         day = str(record["decided_at"])[:10]
         try:
@@ -80,12 +123,9 @@ class AuditLog:
                     raise OSError(f"short write to the audit log ({n} of {len(line)} bytes)")
                 self._size += n
                 self._written += 1
-                seq = self._written
-            self._sync(seq)
+                return line, self._written
         except OSError as exc:
             raise AuditError(f"audit log write failed: {exc}") from exc
-        self.records += 1
-        return line
 
     def _sync(self, seq: int) -> None:
         with self._sync_lock:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+
+# Importing Feast (feast.metrics) sets PROMETHEUS_MULTIPROC_DIR for its gunicorn
+# workers, which makes prometheus_client keep every value in an mmapped file
+# (a pid check and a file write per update, ~5% of a scoring request). This
+# service is one process that exports its own registry: values live in memory.
+# Metrics read ValueClass when a labelled child is first used, so it is set
+# for the process, not just while Metrics() is built.
+values.ValueClass = values.MutexValue
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 AGE_BUCKETS = (60, 600, 3600, 3 * 3600, 6 * 3600, 86_400, 2 * 86_400, 7 * 86_400, 31 * 86_400)
