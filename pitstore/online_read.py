@@ -21,10 +21,9 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import redis
-import redis.asyncio
 from feast.infra.online_stores.helpers import _mmh3
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.value_type import ValueType
@@ -123,6 +122,12 @@ class _EntityGroup:
     views: tuple[_ViewPlan, ...]
 
 
+class AsyncRedis(Protocol):
+    """What ``read_async`` needs: send RESP commands, get their replies in order."""
+
+    async def execute(self, payload: bytes, n_replies: int) -> list[Any]: ...
+
+
 class OnlineReader:
     """Precomputed keys/fields for a service; ``read`` does one pipelined round trip.
 
@@ -163,6 +168,12 @@ class OnlineReader:
         self.groups = tuple(groups)
         self.join_keys = frozenset(g.join_key for g in groups)
         self._suffix = FEAST_PROJECT.encode()
+        # RESP for "HMGET <key> <fields...>" minus the key, which comes per row:
+        # the array header and command name, then the key, then these fields.
+        self._resp_fields = tuple(
+            b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in g.fields) for g in groups
+        )
+        self._resp_heads = tuple(b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(g.fields)) for g in groups)
 
     def key(self, group: _EntityGroup, value: str) -> bytes:
         v = value.encode()
@@ -203,20 +214,31 @@ class OnlineReader:
             raise OnlineReadError(f"online read failed: {exc}") from exc
         return self._decode(replies, len(entity_rows), at_us, apply_ttl)
 
+    def encode_hmgets(self, entity_rows: Sequence[Mapping[str, str]]) -> tuple[bytes, int]:
+        """The same HMGETs as ``_queue``, as one RESP payload, and the reply count."""
+        parts = []
+        for row in entity_rows:
+            for g, head, fields in zip(
+                self.groups, self._resp_heads, self._resp_fields, strict=True
+            ):
+                key = self.key(g, row[g.join_key])
+                parts.append(b"%s$%d\r\n%s\r\n%s" % (head, len(key), key, fields))
+        return b"".join(parts), len(parts)
+
     async def read_async(
         self,
-        client: redis.asyncio.Redis,
+        client: AsyncRedis,
         entity_rows: Sequence[Mapping[str, str]],
         at: datetime,
         apply_ttl: bool = True,
     ) -> list[OnlineRow]:
-        """``read`` on an asyncio client: the same round trip, no worker thread."""
+        """``read`` on an asyncio client (``serving.resp_client.RespPool``): the same
+        round trip and decoding, no worker thread."""
         at_us = to_us(at)
         self._validate(entity_rows)
+        payload, n = self.encode_hmgets(entity_rows)
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                self._queue(pipe, entity_rows)
-                replies = await pipe.execute()
+            replies = await client.execute(payload, n)
         except redis.exceptions.RedisError as exc:
             raise OnlineReadError(f"online read failed: {exc}") from exc
         return self._decode(replies, len(entity_rows), at_us, apply_ttl)

@@ -2,8 +2,8 @@
 
 Routes in ``serving.app`` stay thin; this module owns the per-request flow:
 
-1. read the model's FeatureService from Redis (``pitstore.online_read``) with an
-   asyncio client, socket timeouts AND an asyncio deadline of
+1. read the model's FeatureService from Redis (``pitstore.online_read``) with a
+   lean asyncio client (``serving.resp_client``) under an asyncio deadline of
    ``budget_ms * redis_share``; TTL-expired views count as missing;
 2. if the read failed, timed out, or any view is missing/stale: the documented
    fallback rules (``serving.fallback``); otherwise the model (``serving.scoring``);
@@ -22,15 +22,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-import redis.asyncio
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
 
 from pitstore.online_read import OnlineReadError, OnlineRow, reader_for
 from pitstore.spec import FeatureService, service_by_name
 from serving import fallback as fb
 from serving.audit import AuditLog, new_decision_id
 from serving.metrics import Metrics
+from serving.resp_client import RespPool
 from serving.schemas import ScoreRequest
 from serving.scoring import Model, model_input, request_features, review_band, score_row
 from serving.settings import ServingSettings
@@ -39,22 +37,12 @@ log = logging.getLogger("pitstore.serving")
 ACCOUNT_KEY = "account_id"
 
 
-def make_redis(settings: ServingSettings) -> redis.asyncio.Redis:
-    """An asyncio client that never waits longer than the Redis share of the budget.
-
-    One retry (no backoff) heals a pooled connection that a Redis restart broke;
-    the pool reconnects by itself, so scoring resumes when Redis is back. It
-    reads on the event loop itself: a worker-thread read cost each request GIL
-    hand-offs, which dominated the p99 under load.
-    """
-    timeout = settings.redis_timeout_s
-    return redis.asyncio.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=AsyncRetry(NoBackoff(), 1),
-        max_connections=64,
-    )
+def make_redis(settings: ServingSettings) -> RespPool:
+    """The online store's connections, never waiting longer than the Redis share
+    of the budget to connect (reads have their own asyncio deadline). It reads
+    on the event loop itself: a worker-thread read cost each request GIL
+    hand-offs, which dominated the p99 under load."""
+    return RespPool(settings.redis_url, connect_timeout_s=settings.redis_timeout_s)
 
 
 @dataclass
@@ -70,7 +58,7 @@ class ScoringService:
         model: Model | None,
         audit: AuditLog,
         metrics: Metrics,
-        client: redis.asyncio.Redis | None = None,
+        client: RespPool | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
@@ -243,7 +231,7 @@ class ScoringService:
     async def ready(self) -> dict[str, Any]:
         try:
             ok = await asyncio.wait_for(
-                self.client.ping(),  # type: ignore[arg-type]
+                self.client.ping(),
                 timeout=self.settings.redis_timeout_s * 2,
             )
             redis_ok = bool(ok)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
 import signal
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pytest
 import redis
 import uvicorn
+from prometheus_client import values as prometheus_values
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -232,6 +234,10 @@ def test_happy_path_reasons_lookup_and_explain(served: tuple[Server, ServingSett
         assert metric(metrics, "pitstore_score_requests_total", status="200") == 2
         assert metric(metrics, "pitstore_score_latency_seconds_count") == 2
         assert metric(metrics, "pitstore_feature_age_seconds_count", view="account_hourly") == 2
+    # Feast's import put prometheus_client in multiprocess (mmapped file) mode;
+    # the service keeps its values in memory, and froze its start-up heap.
+    assert prometheus_values.ValueClass is prometheus_values.MutexValue
+    assert gc.get_freeze_count() > 10_000
 
     from typer.testing import CliRunner
 
