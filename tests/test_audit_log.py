@@ -45,8 +45,9 @@ def test_concurrent_appends_share_fsyncs_and_all_are_durable(
         return list(await asyncio.gather(*(log.append_async(record(i)) for i in range(200))))
 
     lines = asyncio.run(burst())
-    # 200 requests finishing in one loop iteration: one fsync covers them all.
-    assert fsync.calls == 1
+    # 200 requests finishing together share a few fsyncs (the first may start
+    # before the others have written; every later one covers all written so far).
+    assert 1 <= fsync.calls <= 5, fsync.calls
     assert log._synced == log._written == 201
     log.close()
     assert count_records(tmp_path) == 201 == log.records
