@@ -75,6 +75,11 @@ class Relations:
     stored: str | None  # the view's offline rows so far; None on a first run
     watermark_us: str  # W, microseconds since the epoch (an expression)
     previous_us: str  # the previous run's W, or -1 when there is none (an expression)
+    # A lower bound of ``horizon`` the caller already knows (an expression), e.g. from
+    # the new rows' footer statistics. Any value <= the true horizon gives the same
+    # rows (it only prunes less); as a literal it prunes at the scan instead of
+    # through a join. None: computed by the ``horizon`` CTE.
+    horizon_us: str | None = None
 
 
 def sql_type(feature: Feature) -> str:
@@ -129,19 +134,27 @@ def _stored_sql(view: FeatureView, rel: Relations, d: Dialect) -> str:
     )
     if rel.stored is None:
         return empty
+    join_h, lo = _horizon(rel)
     existing = (
         f"select {view.entity.join_key} as entity_key, "
         f"{d.ts_to_us('event_timestamp')} as boundary_us, "
         f"{d.ts_to_us('created_timestamp')} as created_us, {names} "
-        f"from {rel.stored} cross join horizon h "
+        f"from {rel.stored}{join_h} "
         f"where {d.ts_to_us('created_timestamp')} < {rel.watermark_us} "
         # Boundaries before the horizon are never recomputed (see ``horizon``).
-        f"and {d.ts_to_us('event_timestamp')} >= h.lo_us"
+        f"and {d.ts_to_us('event_timestamp')} >= {lo}"
     )
     if rel.stored == "{{ this }}":
         # dbt: the incremental table is the store; on a first or full-refresh run it is empty.
         return f"{{% if is_incremental() %}}{existing}{{% else %}}{empty}{{% endif %}}"
     return existing
+
+
+def _horizon(rel: Relations) -> tuple[str, str]:
+    """(join clause, expression) reading the horizon: the CTE, or the caller's bound."""
+    if rel.horizon_us is None:
+        return " cross join horizon h", "h.lo_us"
+    return "", f"({rel.horizon_us})"
 
 
 def render_view_sql(view: FeatureView, rel: Relations, dialect: Dialect) -> str:
@@ -164,6 +177,16 @@ def render_view_sql(view: FeatureView, rel: Relations, dialect: Dialect) -> str:
     event_cols = f", {event_cols}" if event_cols else ""
 
     stored_sql = _stored_sql(view, rel, d)
+    join_h, lo = _horizon(rel)
+    horizon_sql = (
+        f"select {rel.horizon_us} as lo_us"
+        if rel.horizon_us is not None
+        else """select min(lo_us) as lo_us from (
+        select lo_us from recompute_from
+        union all
+        select previous_us from previous_run
+    ) lows"""
+    )
 
     # Where each entity's recomputation starts (see module docstring).
     arrivals = [
@@ -217,11 +240,7 @@ recompute_from as (
 -- against it up front keeps an incremental run's work proportional to what
 -- arrived, not to the whole history (a no-op on a first or full-refresh run).
 horizon as (
-    select min(lo_us) as lo_us from (
-        select lo_us from recompute_from
-        union all
-        select previous_us from previous_run
-    ) lows
+    {horizon_sql}
 ),
 
 stored as (
@@ -233,11 +252,10 @@ view_events as (
         t.{key} as entity_key,
         t.event_us{event_cols}{label_cols}
     from {rel.transactions} t
-    {label_join}
-    cross join horizon h
+    {label_join}{join_h.replace(" cross", chr(10) + "    cross")}
     where t.ingested_us <= {rel.watermark_us}
       -- Older events lie outside every window of every recomputed boundary.
-      and t.event_us >= h.lo_us - {us(view.max_window) + c}
+      and t.event_us >= {lo} - {us(view.max_window) + c}
 ),
 
 event_boundaries as (

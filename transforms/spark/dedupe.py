@@ -73,8 +73,9 @@ def deduped(
     w_stamp: str,
     state_runs: list[str] | None,
     previous: int | None,
-) -> DataFrame:
-    """Write this run's state file for ``dataset``; return every deduplicated row at W.
+) -> tuple[DataFrame, str]:
+    """Write this run's state file for ``dataset``; return every deduplicated row at W
+    and the file's URI (the rows new at W).
 
     ``state_runs``: stamps of the runs whose files hold the state at the previous
     run (None: no usable state, this run's file is the full set).
@@ -88,16 +89,54 @@ def deduped(
         assert previous is not None
         new = spark.sql(staging.deduped_sql(staged, columns, w_us, after_us=previous))
         files = [join(folder, f"run-{s}.parquet") for s in state_runs]
-        state = spark.read.parquet(*files) if files else None
+        # The schema is this run's own (the state files were written with it):
+        # no footer-reading job to infer it.
+        state = spark.read.schema(nullable(new.schema)).parquet(*files) if files else None
         if state is not None:
             new = new.join(state.select("transaction_id"), "transaction_id", "left_anti")
-    new = new.select(*[c.strip() for c in columns.split(",")]).localCheckpoint()
+    new = new.select(*[c.strip() for c in columns.split(",")])
+    schema = nullable(new.schema)
     tmp = join(folder, f".tmp-{w_stamp}")
     store.delete(tmp)
     new.repartition(1).write.mode("overwrite").option("compression", "zstd").parquet(tmp)
-    store.replace(single_part(store, tmp), join(folder, f"run-{w_stamp}.parquet"))
+    mine = join(folder, f"run-{w_stamp}.parquet")
+    store.replace(single_part(store, tmp), mine)
     store.delete(tmp)
-    return new if state is None else state.unionByName(new)
+    # The written file is the checkpoint: the views read it, not the lineage above
+    # (no recomputation, no in-memory checkpoint job, and a plan of one scan).
+    new = spark.read.schema(schema).parquet(mine)
+    return (new if state is None else state.unionByName(new)), mine
+
+
+def nullable(schema: Any) -> Any:
+    """``schema`` with every field nullable, as Spark reads any parquet file."""
+    from pyspark.sql.types import StructField, StructType
+
+    return StructType([StructField(f.name, f.dataType, True) for f in schema])
+
+
+def column_min(spark: SparkSession, uri: str, column: str) -> int | None:
+    """The smallest value of an integer column of one file (None: no rows): from the
+    footer's statistics locally, else one small aggregate."""
+    if is_local(uri):
+        import pyarrow.parquet as pq
+
+        meta = pq.read_metadata(local_path(uri))
+        if meta.num_rows == 0:
+            return None
+        idx = meta.schema.to_arrow_schema().get_field_index(column)
+        lows = []
+        for i in range(meta.num_row_groups):
+            stats = meta.row_group(i).column(idx).statistics
+            if meta.row_group(i).num_rows == 0:
+                continue
+            if stats is None or not stats.has_min_max:
+                break
+            lows.append(int(stats.min))
+        else:
+            return min(lows) if lows else None
+    row = spark.read.parquet(uri).agg({column: "min"}).collect()[0]
+    return None if row[0] is None else int(row[0])
 
 
 def single_part(store: Store, tmp_dir: str) -> str:

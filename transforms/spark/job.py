@@ -34,10 +34,11 @@ if __name__ == "__main__" and not __package__:  # spark-submit transforms/spark/
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
@@ -52,16 +53,15 @@ from pitstore.transform import (  # noqa: E402
     RunSummary,
     TransformError,
     check_run_order,
-    schema_drift,
     stamp_us,
 )
-from transforms.spark import dedupe, staging  # noqa: E402
+from transforms.spark import dedupe, landing_io, staging  # noqa: E402
 from transforms.spark.quarantine import count_quarantine  # noqa: E402
 from transforms.spark.storage import Store, is_local, join, local_path  # noqa: E402
 from transforms.spark.views import run_view  # noqa: E402
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
     from pitstore.config import Settings
 
@@ -75,6 +75,20 @@ SPARK_CONF = {
     "spark.sql.ansi.enabled": "true",
 }
 RUN_MARKERS = "_runs"
+# A run that reads a persisted state parses one day of landing files: its plans
+# are dozens of small joins and aggregates over a few thousand rows, where Spark's
+# fixed costs are the run. Adaptive execution submits every query stage (and each
+# broadcast) as a job of its own, and every shuffle is split into several tasks;
+# without them each query is one job with one task per stage.
+SMALL_RUN_CONF = {
+    "spark.sql.adaptive.enabled": "false",
+    "spark.sql.autoBroadcastJoinThreshold": "-1",
+    "spark.sql.shuffle.partitions": "1",
+    # Whole-stage code generation compiles (and the JVM then JIT-compiles) a few
+    # hundred classes per run, each costlier than interpreting its few thousand rows.
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+}
 
 
 @dataclass(frozen=True)
@@ -132,111 +146,6 @@ def transform_spark(
     return run_job(session, Layout.from_settings(settings), watermark, full_refresh)
 
 
-# --- Landing ------------------------------------------------------------------
-
-
-def _validated_manifest(
-    spark: SparkSession, store: Store, layout: Layout, watermark: datetime
-) -> landing.LandingManifest:
-    """``landing.validate_for_watermark``, also for landing zones on remote storage."""
-    if is_local(layout.landing):
-        return landing.validate_for_watermark(local_path(layout.landing), watermark)
-    from pyspark.sql import functions as F
-
-    manifest_uri = join(layout.landing, landing.MANIFEST_NAME)
-    if not store.exists(manifest_uri):
-        raise landing.LandingError(
-            f"no landing manifest at {manifest_uri}: not a landing zone, or its write "
-            "was interrupted (the manifest is written last)"
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, landing.MANIFEST_NAME).write_text(store.read_text(manifest_uri))
-        manifest = landing.read_manifest(Path(tmp))
-    if watermark > manifest.complete_through:
-        raise landing.LandingError(
-            f"watermark {watermark.isoformat()} is after the landing zone's complete_through "
-            f"{manifest.complete_through.isoformat()} ({layout.landing}): its run could not "
-            "be repeated: data with ingested_at <= W may still arrive"
-        )
-    wanted = {
-        join(layout.landing, e.path): e
-        for e in manifest.partitions
-        if e.ingest_date <= watermark.date()
-    }
-    if wanted:
-        # Hash the files on the executors: the driver never pulls the landing zone.
-        got = {
-            r.path: r.sha
-            for r in spark.read.format("binaryFile")
-            .load(list(wanted))
-            .select("path", F.sha2("content", 256).alias("sha"))
-            .collect()
-        }
-        for uri, entry in wanted.items():
-            sha = next((v for k, v in got.items() if k.endswith("/" + entry.path)), None)
-            if sha != entry.sha256:
-                raise landing.LandingError(
-                    f"missing or corrupt file for {entry.dataset} partition "
-                    f"ingest_date={entry.ingest_date.isoformat()} ({uri}): sha256 {sha} "
-                    f"does not match the manifest's {entry.sha256}"
-                )
-    return manifest
-
-
-def _partition_uris(
-    layout: Layout, manifest: landing.LandingManifest, dataset: str, watermark: datetime
-) -> list[str]:
-    return [
-        join(layout.landing, p.relative_to(manifest.root).as_posix())
-        for p in landing.partition_files(manifest, dataset, watermark)
-    ]
-
-
-_SPARK_TYPES = {
-    "string": "string",
-    "double": "double",
-    "bool": "boolean",
-    "timestamp[us, tz=UTC]": "timestamp",
-}
-
-
-def _contract_schema(columns: dict[str, str]) -> Any:
-    from pyspark.sql.types import StructType, _parse_datatype_string
-
-    schema = StructType()
-    for name, arrow_type in columns.items():
-        schema.add(name, _parse_datatype_string(_SPARK_TYPES[arrow_type]), nullable=True)
-    return schema
-
-
-def _drift(spark: SparkSession, uri: str, expected: dict[str, str]) -> str | None:
-    """``transform.schema_drift`` (exact arrow types) locally; Spark's view of the
-    footer on remote storage (it cannot tell a timestamp's unit or zone apart)."""
-    if is_local(uri):
-        return schema_drift(local_path(uri), expected)
-    actual = {f.name: f.dataType.simpleString() for f in spark.read.parquet(uri).schema}
-    want = {c: _SPARK_TYPES[t] for c, t in expected.items()}
-    if actual == want:
-        return None
-    return f"columns {sorted(actual.items())}, expected {sorted(want.items())}"
-
-
-def _read_raw(spark: SparkSession, uris: list[str], columns: dict[str, str]) -> DataFrame:
-    schema = _contract_schema(columns)
-    if not uris:
-        from pyspark.sql.types import LongType, StringType
-
-        schema.add("filename", StringType()).add("file_row_number", LongType())
-        return spark.createDataFrame([], schema)
-    return (
-        spark.read.schema(schema)
-        .parquet(*uris)
-        .selectExpr(
-            "*", "_metadata.file_path as filename", "_metadata.row_index as file_row_number"
-        )
-    )
-
-
 # --- Runs ---------------------------------------------------------------------
 
 
@@ -250,6 +159,30 @@ def recorded_markers(store: Store, layout: Layout) -> dict[int, dict[str, Any]]:
     return markers
 
 
+@contextlib.contextmanager
+def session_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
+    """Set ``conf`` on the session for the block, then put the previous values back."""
+    before: dict[str, str | None] = {k: spark.conf.get(k, None) for k in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, old in before.items():
+            if old is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, old)
+
+
+def horizon_bound(prev_us: int, firsts: dict[str, int | None], uses_labels: bool) -> int:
+    """A lower bound of a view's ``horizon`` (render_sql): the previous watermark, pulled
+    back to the earliest event, or label, among the rows new at W (every arrival is
+    one of them; a label whose transaction is unknown only lowers the bound)."""
+    lows = [prev_us, firsts["transactions"]] + ([firsts["labels"]] if uses_labels else [])
+    return min(x for x in lows if x is not None)
+
+
 def run_job(
     spark: SparkSession, layout: Layout, watermark: datetime, full_refresh: bool = False
 ) -> RunSummary:
@@ -261,7 +194,7 @@ def run_job(
     if watermark.tzinfo is None or watermark.utcoffset() is None:
         raise TransformError(f"watermark {watermark.isoformat()} is naive: pass a UTC-aware time")
     watermark = watermark.astimezone(UTC)
-    manifest = _validated_manifest(spark, store, layout, watermark)
+    manifest = landing_io.validated_manifest(spark, store, layout.landing, watermark)
     w_us = to_us(watermark)
     markers = {} if full_refresh else recorded_markers(store, layout)
     previous = check_run_order(w_us, list(markers))
@@ -275,10 +208,10 @@ def run_job(
 
     tx_uris: list[str] = []
     drifted: list[str] = []
-    for uri in _partition_uris(layout, manifest, "transactions", watermark):
-        (drifted if _drift(spark, uri, TRANSACTION_COLUMNS) else tx_uris).append(uri)
-    label_uris = _partition_uris(layout, manifest, "labels", watermark)
-    bad_labels = [u for u in label_uris if _drift(spark, u, LABEL_COLUMNS)]
+    for uri in landing_io.partition_uris(layout.landing, manifest, "transactions", watermark):
+        (drifted if landing_io.drift(spark, uri, TRANSACTION_COLUMNS) else tx_uris).append(uri)
+    label_uris = landing_io.partition_uris(layout.landing, manifest, "labels", watermark)
+    bad_labels = [u for u in label_uris if landing_io.drift(spark, u, LABEL_COLUMNS)]
     if bad_labels:
         raise TransformError(f"label files with schema drift: {bad_labels}")
     if not tx_uris:
@@ -291,59 +224,69 @@ def run_job(
         prev_day = from_us(previous).date().isoformat()
         tx_uris = dedupe.files_since(tx_uris, previous, prev_day)
         label_uris = dedupe.files_since(label_uris, previous, prev_day)
-    _read_raw(spark, tx_uris, TRANSACTION_COLUMNS).createOrReplaceTempView("pit_raw_transactions")
-    _read_raw(spark, label_uris, LABEL_COLUMNS).createOrReplaceTempView("pit_raw_labels")
-    # Staged rows are cached and filled by the quarantine count, their first use,
-    # so the landing files are parsed once. The deduplicated events are then
-    # checkpointed (computed now, lineage cut): the three views read them
-    # concurrently, several times each after CTE inlining, and with the staging
-    # plan underneath every reference Catalyst spent tens of seconds planning.
-    staged_tx = spark.sql(staging.transactions_sql("pit_raw_transactions")).persist()
-    staged_labels = spark.sql(staging.labels_sql("pit_raw_labels")).persist()
-    staged_tx.createOrReplaceTempView("pit_stg_transactions")
-    staged_labels.createOrReplaceTempView("pit_stg_labels")
+    with session_conf(spark, SMALL_RUN_CONF if state_runs is not None else {}):
+        landing_io.read_raw(spark, tx_uris, TRANSACTION_COLUMNS).createOrReplaceTempView(
+            "pit_raw_transactions"
+        )
+        landing_io.read_raw(spark, label_uris, LABEL_COLUMNS).createOrReplaceTempView(
+            "pit_raw_labels"
+        )
+        # Staged rows are cached and filled by the quarantine count, their first use,
+        # so the landing files are parsed once. The views then read the deduplicated
+        # events from the state files just written (dedupe.py), not through the
+        # staging plan: with it underneath every reference (the views read them
+        # concurrently, several times each) Catalyst spent tens of seconds planning.
+        staged_tx = spark.sql(staging.transactions_sql("pit_raw_transactions")).persist()
+        staged_labels = spark.sql(staging.labels_sql("pit_raw_labels")).persist()
+        staged_tx.createOrReplaceTempView("pit_stg_transactions")
+        staged_labels.createOrReplaceTempView("pit_stg_labels")
 
-    summary = RunSummary(
-        engine="spark",
-        watermark=watermark.isoformat(),
-        previous_watermark=stamp_us(previous) if previous is not None else None,
-        drifted_files=[u.rsplit("/", 1)[-1] for u in drifted],
-    )
-    try:
-        previous_total = None if base is None else int(markers[prev_us]["quarantined_total"])
-        count_quarantine(spark, drifted, w_us, previous, summary, previous_total)
-        for name in dedupe.DATASETS:
-            dedupe.deduped(
-                spark, store, layout.offline, name, w_us, w_stamp, state_runs, previous
-            ).createOrReplaceTempView(f"pit_{name}")
-        staged_tx.unpersist()
-        staged_labels.unpersist()
-        # The views are independent: submitting them together lets Spark overlap
-        # one view's planning and small stages with another's.
-        with ThreadPoolExecutor(max_workers=len(FEATURE_VIEWS)) as pool:
-            counts = list(
-                pool.map(
-                    lambda v: run_view(
-                        spark,
-                        store,
-                        layout.view_dir(v.name),
-                        v,
-                        w_us,
-                        prev_us,
-                        w_stamp,
-                        full_refresh,
-                    ),
-                    FEATURE_VIEWS,
+        summary = RunSummary(
+            engine="spark",
+            watermark=watermark.isoformat(),
+            previous_watermark=stamp_us(previous) if previous is not None else None,
+            drifted_files=[u.rsplit("/", 1)[-1] for u in drifted],
+        )
+        try:
+            previous_total = None if base is None else int(markers[prev_us]["quarantined_total"])
+            count_quarantine(spark, drifted, w_us, previous, summary, previous_total)
+            # The earliest event (label) among the rows new at W bounds every view's
+            # horizon: passed as a literal, it prunes the scans of the state and store.
+            firsts: dict[str, int | None] = {}
+            for name, column in (("transactions", "event_us"), ("labels", "label_us")):
+                rows, new_file = dedupe.deduped(
+                    spark, store, layout.offline, name, w_us, w_stamp, state_runs, previous
                 )
-            )
-        for view, (appended, restated, total) in zip(FEATURE_VIEWS, counts, strict=True):
-            summary.rows_appended[view.name] = appended
-            summary.rows_restated[view.name] = restated
-            summary.rows_total[view.name] = total
-    finally:
-        # The checkpointed blocks go with their RDDs (Spark's context cleaner).
-        staged_tx.unpersist()
-        staged_labels.unpersist()
+                rows.createOrReplaceTempView(f"pit_{name}")
+                firsts[name] = dedupe.column_min(spark, new_file, column)
+            staged_tx.unpersist()
+            staged_labels.unpersist()
+            # The views are independent: submitting them together lets Spark overlap
+            # one view's planning and small stages with another's.
+            with ThreadPoolExecutor(max_workers=len(FEATURE_VIEWS)) as pool:
+                counts = list(
+                    pool.map(
+                        lambda v: run_view(
+                            spark,
+                            store,
+                            layout.view_dir(v.name),
+                            v,
+                            w_us,
+                            prev_us,
+                            w_stamp,
+                            full_refresh,
+                            horizon_bound(prev_us, firsts, v.uses_labels),
+                        ),
+                        FEATURE_VIEWS,
+                    )
+                )
+            for view, (appended, restated, total) in zip(FEATURE_VIEWS, counts, strict=True):
+                summary.rows_appended[view.name] = appended
+                summary.rows_restated[view.name] = restated
+                summary.rows_total[view.name] = total
+        finally:
+            staged_tx.unpersist()
+            staged_labels.unpersist()
 
     if full_refresh:
         for name in store.list_names(layout.markers):

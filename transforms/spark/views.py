@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from pitstore.render_sql import SPARK, Relations, render_view_sql, split_ctes
+from pitstore.render_sql import SPARK, Relations, render_view_sql, split_ctes, sql_type
 from transforms.spark.dedupe import single_part
 from transforms.spark.storage import Store, join
 
@@ -51,6 +51,16 @@ def stepwise(spark: SparkSession, sql: str, prefix: str) -> DataFrame:
     return spark.sql(rename(final))
 
 
+def run_schema(view: Any) -> Any:
+    """The schema of a view's run files (``final`` in render_sql), every column nullable."""
+    from pyspark.sql.types import StructField, StructType, _parse_datatype_string
+
+    cols = [(view.entity.join_key, "string"), ("event_timestamp", "timestamp")]
+    cols += [("created_timestamp", "timestamp")]
+    cols += [(f.name, sql_type(f)) for f in view.features]
+    return StructType([StructField(n, _parse_datatype_string(t), True) for n, t in cols])
+
+
 def run_view(
     spark: SparkSession,
     store: Store,
@@ -60,29 +70,50 @@ def run_view(
     prev_us: int,
     w_stamp: str,
     full_refresh: bool,
+    horizon_us: int | None = None,
 ) -> tuple[int, int, int]:
     """Write the view's run file; return (appended, restated, total rows after)."""
-    from pyspark.sql.types import StructField, StructType
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
 
     key = view.entity.join_key
     files = [] if full_refresh else run_files(store, view_dir)
     stored_name = None
     if files:
         stored_name = f"pit_stored_{view.name}"
-        spark.read.parquet(*files).createOrReplaceTempView(stored_name)
+        # The schema is the spec's (every run file is written with it): no job to infer it.
+        spark.read.schema(run_schema(view)).parquet(*files).createOrReplaceTempView(stored_name)
     rel = Relations(
         transactions="pit_transactions",
         labels="pit_labels" if view.uses_labels else None,
         stored=stored_name,
         watermark_us=str(w_us),
         previous_us=str(prev_us),
+        horizon_us=None if horizon_us is None else str(horizon_us),
     )
     prefix = f"pit_{view.name}__"
     rows = stepwise(spark, render_view_sql(view, rel, SPARK), prefix)
     # Every column nullable, as dbt writes them, whatever Spark proved about this plan
     # (a union's nullability is its inputs'): one schema for every run file.
-    nullable = StructType([StructField(f.name, f.dataType, True) for f in rows.schema])
-    rows = rows.unionByName(spark.createDataFrame([], nullable))
+    rows = rows.unionByName(spark.createDataFrame([], run_schema(view)))
+    columns = rows.columns
+    # Counted while the file is written, not by reading it again. Every file holds
+    # the rows of one run (its created_timestamp). A restated row's (key, T) has a
+    # version created before W: the SQL's ``stored`` step holds every such version
+    # at or after the horizon, where every written T lies.
+    if files:
+        older = spark.table(prefix + "stored").selectExpr(
+            f"entity_key as {key}",
+            "timestamp_micros(boundary_us) as event_timestamp",
+            "true as pit_restated",
+        )
+        rows = rows.join(older.distinct(), [key, "event_timestamp"], "left")
+    else:
+        rows = rows.withColumn("pit_restated", F.lit(None).cast("boolean"))
+    counts = Observation(f"pit_counts_{view.name}")
+    rows = rows.observe(
+        counts, F.count(F.lit(1)).alias("appended"), F.count("pit_restated").alias("restated")
+    ).select(*columns)
     tmp_dir = join(view_dir, f".tmp-{w_stamp}")
     store.delete(tmp_dir)
     (
@@ -93,21 +124,10 @@ def run_view(
         .parquet(tmp_dir)
     )
     part = single_part(store, tmp_dir)
-    # Counted from the written file and the footers of the stored ones, before it
-    # replaces anything the inputs read. Every file holds the rows of one run (its
-    # created_timestamp). A restated row's (key, T) has a version created before W:
-    # the SQL's ``stored`` step holds every such version at or after the horizon,
-    # where every written T lies.
-    appended = store.parquet_rows(part)
-    restated = total_before = 0
-    if files:
-        written = spark.read.parquet(part).selectExpr(
-            f"{key} as entity_key", "unix_micros(event_timestamp) as boundary_us"
-        )
-        older = spark.table(prefix + "stored").select("entity_key", "boundary_us").distinct()
-        restated = written.join(older, ["entity_key", "boundary_us"], "left_semi").count()
-        mine = join(view_dir, f"run-{w_stamp}.parquet")
-        total_before = sum(store.parquet_rows(f) for f in files if f != mine)
+    appended, restated = int(counts.get["appended"]), int(counts.get["restated"])
+    mine = join(view_dir, f"run-{w_stamp}.parquet")
+    # Before this run's file replaces anything the inputs read.
+    total_before = sum(store.parquet_rows(f) for f in files if f != mine)
     if full_refresh:
         for old in run_files(store, view_dir):
             store.delete(old)
