@@ -195,10 +195,6 @@ def _compare(a: pa.Table, b: pa.Table) -> str | None:
 
 
 def run(settings: Any, size: DataSize, watermark: datetime, repeats: int = 1) -> dict[str, Any]:
-    import importlib.util
-
-    if importlib.util.find_spec("training.joins") is None:
-        return {"measurable": False, "reason": "training/joins.py does not exist yet"}
     work = Path(tempfile.mkdtemp(prefix="frames-", dir=settings.home))
     requests_path = work / "requests.parquet"
     req = synth_requests(size)

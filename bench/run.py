@@ -10,7 +10,6 @@ are the headline; absolute times depend on the machine.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -203,8 +202,6 @@ def _score(settings: Any, size_name: str) -> dict[str, Any]:
     contenders; every answer is checked and the audit log must hold one record
     per pitstore 200. Goal: pitstore p99 <= 3x the no-op's, and no errors.
     """
-    if importlib.util.find_spec("bench.score_load") is None:
-        return _not_measurable("bench/score_load.py (serving load generator) does not exist yet")
     from bench.harness import ratio, run_child
 
     t0 = time.perf_counter()
@@ -254,16 +251,9 @@ def _score(settings: Any, size_name: str) -> dict[str, Any]:
 
 
 def _transform(size_name: str) -> dict[str, Any]:
-    if importlib.util.find_spec("bench.transform_bench") is None:
-        return _not_measurable("bench/transform_bench.py (dbt vs Spark timings) does not exist yet")
-    from bench import transform_bench  # type: ignore[attr-defined]
+    from bench import transform_bench
 
-    runner = getattr(transform_bench, "run_benchmark", None) or getattr(
-        transform_bench, "run", None
-    )
-    if runner is None:
-        return _not_measurable("bench/transform_bench.py has no run()/run_benchmark() entry point")
-    return _guard("transform", runner, size_name)  # type: ignore[no-any-return]
+    return _guard("transform", transform_bench.run, size_name)  # type: ignore[no-any-return]
 
 
 # --- the table ----------------------------------------------------------------
@@ -281,135 +271,129 @@ def _goal(met: bool | None) -> str:
     return "-" if met is None else ("yes" if met else "NO")
 
 
+Cells = list[str]  # what, pitstore, baselines, ratio
+
+
+def _online_cells(what: str, r: dict[str, Any]) -> Cells:
+    t = r["timing"]
+    return [
+        what,
+        f"p50 {_f(t['pitstore']['p50_ms'], ' ms', 3)} / p99 "
+        f"{_f(t['pitstore']['p99_ms'], ' ms', 3)}",
+        f"Feast p50 {_f(t['feast']['p50_ms'], ' ms', 3)} / p99 "
+        f"{_f(t['feast']['p99_ms'], ' ms', 3)}; raw p50 "
+        f"{_f(t['raw']['p50_ms'], ' ms', 3)} / p99 {_f(t['raw']['p99_ms'], ' ms', 3)}",
+        f"p99 {_f(r['ratios']['p99_vs_feast'], 'x', 3)} Feast, "
+        f"{_f(r['ratios']['p99_vs_raw'], 'x')} raw",
+    ]
+
+
+def _score_cells(r: dict[str, Any]) -> Cells:
+    p, n, s = r["pitstore"], r["noop"], r["noop_at_pitstore_rate"]
+    return [
+        "/v1/score over HTTP: max throughput, p99 at 70% of it (open loop)",
+        f"max {_f(p['max_throughput_rps'], ' req/s', 0)}; at "
+        f"{_f(p['open_rate_rps'], '/s', 0)} p50 {_f(p['p50_ms'], ' ms')} / p99 "
+        f"{_f(p['p99_ms'], ' ms')}; "
+        f"errors {r['errors']}, audit {'ok' if r['audit']['matches'] else 'MISMATCH'}, "
+        f"fallback answers {r['pitstore_open_loop_fallback_answers']}",
+        f"no-op max {_f(n['max_throughput_rps'], ' req/s', 0)}; at "
+        f"{_f(n['open_rate_rps'], '/s', 0)} p50 {_f(n['p50_ms'], ' ms')} / p99 "
+        f"{_f(n['p99_ms'], ' ms')}; at pitstore's rate p99 {_f(s['p99_ms'], ' ms')}",
+        f"p99 {_f(r['ratios']['p99_vs_noop_each_at_70pct_of_own_max'], 'x')} no-op; "
+        f"max {_f(r['ratios']['max_throughput_vs_noop'], 'x')}",
+    ]
+
+
+def _materialize_cells(r: dict[str, Any]) -> Cells:
+    t = r["timing"]
+    return [
+        f"materialize {r['view']}, {r['entities']:,} entities",
+        f"{_f(t['pitstore']['rows_per_s'], ' rows/s')} ({_f(t['pitstore']['seconds'], ' s')})",
+        f"Feast {_f(t['feast']['rows_per_s'], ' rows/s')} "
+        f"({_f(t['feast']['seconds'], ' s')}); raw {_f(t['raw']['rows_per_s'], ' rows/s')}",
+        f"{_f(r['ratios']['rows_per_s_vs_feast'], 'x', 1)} Feast, "
+        f"{_f(r['ratios']['rows_per_s_vs_raw'], 'x')} raw",
+    ]
+
+
+def _frames_cells(r: dict[str, Any]) -> Cells:
+    c = r["contenders"]
+
+    def tm(name: str) -> str:
+        x = c.get(name)
+        if not x or "seconds" not in x:
+            return f"{name}: {x.get('reason', 'n/a') if x else 'n/a'}"
+        return f"{_f(x['seconds'], ' s')}, {_f(x['peak_rss_mb'], ' MB', 0)}"
+
+    return [
+        f"frame {r['requests']:,} req x {r['offline_rows']:,} offline rows",
+        f"as_of {tm('pitstore_as_of')}; as_known {tm('pitstore_as_known')}",
+        f"Feast {tm('feast_as_of')}; pandas {tm('pandas_as_of')}",
+        f"time {_f(r['ratios'].get('as_of_time_vs_feast'), 'x', 3)} Feast, "
+        f"mem {_f(r['ratios'].get('as_of_peak_rss_vs_feast'), 'x')} Feast; "
+        f"time {_f(r['ratios'].get('as_of_time_vs_pandas'), 'x')} pandas",
+    ]
+
+
+def _transform_cells(r: dict[str, Any]) -> Cells:
+    engines = [e for e in ("dbt", "spark") if isinstance(r.get(e), dict)]
+    sizes = "; ".join(f"{e} {r[e]['accounts']:,} acc x {r[e]['days']} d" for e in engines)
+    return [
+        f"daily transform, one day vs full rebuild ({sizes})",
+        "; ".join(f"{e} incr {_f(r[e]['incremental_s'], ' s')}" for e in engines),
+        "; ".join(f"{e} full {_f(r[e]['full_s'], ' s')}" for e in engines)
+        + ("" if r.get("verified") else " (NOT verified)"),
+        "; ".join(
+            f"{e} {_f(r['ratios'].get(f'{e}_incremental_vs_full'), 'x', 3)}" for e in engines
+        ),
+    ]
+
+
+# (#, key in report["benchmarks"], name when not measured, goal, the measured cells)
+TABLE: tuple[tuple[str, str, str, str, Any], ...] = (
+    (
+        "1",
+        "online_1",
+        "online fetch fraud_v1, 1 txn",
+        "p99 <= 0.5x Feast, <= 2x raw",
+        lambda r: _online_cells("online fetch fraud_v1, 1 txn", r),
+    ),
+    (
+        "2",
+        "online_100",
+        "online fetch fraud_v1, 100 rows",
+        "p99 <= 0.2x Feast, <= 1.5x raw",
+        lambda r: _online_cells("online fetch fraud_v1, 100 rows", r),
+    ),
+    (
+        "3",
+        "score_http",
+        "/v1/score over HTTP",
+        "p99 <= 3x no-op (each at 70% of its max); no errors",
+        _score_cells,
+    ),
+    ("4", "materialize", "materialize to Redis", ">= 4x Feast, >= 0.7x raw", _materialize_cells),
+    (
+        "5",
+        "frames",
+        "training frame",
+        "as_of <= 0.2x Feast time, <= 0.5x peak mem, identical",
+        _frames_cells,
+    ),
+    ("6", "transform", "daily transform", "incremental <= 0.1x full", _transform_cells),
+)
+
+
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
     """(#, what, pitstore, baselines, ratios, goal, met?) per benchmark."""
-    b = report["benchmarks"]
     rows: list[list[str]] = []
-    for num, key, what, goal in (
-        ("1", "online_1", "online fetch fraud_v1, 1 txn", "p99 <= 0.5x Feast, <= 2x raw"),
-        ("2", "online_100", "online fetch fraud_v1, 100 rows", "p99 <= 0.2x Feast, <= 1.5x raw"),
-    ):
-        r = b.get(key, _not_measurable("not run (--only)"))
+    for num, key, name, goal, cells in TABLE:
+        r = report["benchmarks"].get(key, _not_measurable("not run (--only)"))
         if not r.get("measurable"):
-            rows.append([num, what, "not measured", r.get("reason", ""), "", goal, "-"])
-            continue
-        t = r["timing"]
-        rows.append(
-            [
-                num,
-                what,
-                f"p50 {_f(t['pitstore']['p50_ms'], ' ms', 3)} / p99 "
-                f"{_f(t['pitstore']['p99_ms'], ' ms', 3)}",
-                f"Feast p50 {_f(t['feast']['p50_ms'], ' ms', 3)} / p99 "
-                f"{_f(t['feast']['p99_ms'], ' ms', 3)}; raw p50 "
-                f"{_f(t['raw']['p50_ms'], ' ms', 3)} / p99 {_f(t['raw']['p99_ms'], ' ms', 3)}",
-                f"p99 {_f(r['ratios']['p99_vs_feast'], 'x', 3)} Feast, "
-                f"{_f(r['ratios']['p99_vs_raw'], 'x')} raw",
-                goal,
-                _goal(r["goal"]["met"]),
-            ]
-        )
-    r = b.get("score_http", _not_measurable("not run (--only)"))
-    goal3 = "p99 <= 3x no-op (each at 70% of its max); no errors"
-    if not r.get("measurable"):
-        rows.append(
-            ["3", "/v1/score over HTTP", "not measured", r.get("reason", ""), "", goal3, "-"]
-        )
-    else:
-        p, n, s = r["pitstore"], r["noop"], r["noop_at_pitstore_rate"]
-        rows.append(
-            [
-                "3",
-                "/v1/score over HTTP: max throughput, p99 at 70% of it (open loop)",
-                f"max {_f(p['max_throughput_rps'], ' req/s', 0)}; at "
-                f"{_f(p['open_rate_rps'], '/s', 0)} p50 {_f(p['p50_ms'], ' ms')} / p99 "
-                f"{_f(p['p99_ms'], ' ms')}; "
-                f"errors {r['errors']}, audit {'ok' if r['audit']['matches'] else 'MISMATCH'}, "
-                f"fallback answers {r['pitstore_open_loop_fallback_answers']}",
-                f"no-op max {_f(n['max_throughput_rps'], ' req/s', 0)}; at "
-                f"{_f(n['open_rate_rps'], '/s', 0)} p50 {_f(n['p50_ms'], ' ms')} / p99 "
-                f"{_f(n['p99_ms'], ' ms')}; at pitstore's rate p99 {_f(s['p99_ms'], ' ms')}",
-                f"p99 {_f(r['ratios']['p99_vs_noop_each_at_70pct_of_own_max'], 'x')} no-op; "
-                f"max {_f(r['ratios']['max_throughput_vs_noop'], 'x')}",
-                goal3,
-                _goal(r["goal"]["met"]),
-            ]
-        )
-    r = b.get("materialize", _not_measurable("not run (--only)"))
-    goal4 = ">= 4x Feast, >= 0.7x raw"
-    if not r.get("measurable"):
-        rows.append(
-            ["4", "materialize to Redis", "not measured", r.get("reason", ""), "", goal4, "-"]
-        )
-    else:
-        t = r["timing"]
-        rows.append(
-            [
-                "4",
-                f"materialize {r['view']}, {r['entities']:,} entities",
-                f"{_f(t['pitstore']['rows_per_s'], ' rows/s')} "
-                f"({_f(t['pitstore']['seconds'], ' s')})",
-                f"Feast {_f(t['feast']['rows_per_s'], ' rows/s')} "
-                f"({_f(t['feast']['seconds'], ' s')}); raw {_f(t['raw']['rows_per_s'], ' rows/s')}",
-                f"{_f(r['ratios']['rows_per_s_vs_feast'], 'x', 1)} Feast, "
-                f"{_f(r['ratios']['rows_per_s_vs_raw'], 'x')} raw",
-                goal4,
-                _goal(r["goal"]["met"]),
-            ]
-        )
-    r = b.get("frames", _not_measurable("not run (--only)"))
-    goal5 = "as_of <= 0.2x Feast time, <= 0.5x peak mem, identical"
-    if not r.get("measurable"):
-        rows.append(["5", "training frame", "not measured", r.get("reason", ""), "", goal5, "-"])
-    else:
-        c = r["contenders"]
-
-        def tm(name: str) -> str:
-            x = c.get(name)
-            if not x or "seconds" not in x:
-                return f"{name}: {x.get('reason', 'n/a') if x else 'n/a'}"
-            return f"{_f(x['seconds'], ' s')}, {_f(x['peak_rss_mb'], ' MB', 0)}"
-
-        rows.append(
-            [
-                "5",
-                f"frame {r['requests']:,} req x {r['offline_rows']:,} offline rows",
-                f"as_of {tm('pitstore_as_of')}; as_known {tm('pitstore_as_known')}",
-                f"Feast {tm('feast_as_of')}; pandas {tm('pandas_as_of')}",
-                f"time {_f(r['ratios'].get('as_of_time_vs_feast'), 'x', 3)} Feast, "
-                f"mem {_f(r['ratios'].get('as_of_peak_rss_vs_feast'), 'x')} Feast; "
-                f"time {_f(r['ratios'].get('as_of_time_vs_pandas'), 'x')} pandas",
-                goal5,
-                _goal(r["goal"]["met"]),
-            ]
-        )
-    r = b.get("transform", _not_measurable("not run (--only)"))
-    goal6 = "incremental <= 0.1x full"
-    if not r.get("measurable", True) or "reason" in r and "measurable" in r:
-        rows.append(["6", "daily transform", "not measured", r.get("reason", ""), "", goal6, "-"])
-    else:
-        engines = [e for e in ("dbt", "spark") if isinstance(r.get(e), dict)]
-
-        def size6(e: str) -> str:
-            return f"{e} {r[e]['accounts']:,} acc x {r[e]['days']} d"
-
-        rows.append(
-            [
-                "6",
-                "daily transform, one day vs full rebuild ("
-                + "; ".join(size6(e) for e in engines)
-                + ")",
-                "; ".join(f"{e} incr {_f(r[e]['incremental_s'], ' s')}" for e in engines),
-                "; ".join(f"{e} full {_f(r[e]['full_s'], ' s')}" for e in engines)
-                + ("" if r.get("verified") else " (NOT verified)"),
-                "; ".join(
-                    f"{e} {_f(r['ratios'].get(f'{e}_incremental_vs_full'), 'x', 3)}"
-                    for e in engines
-                ),
-                goal6,
-                _goal(r.get("goal", {}).get("met") if isinstance(r.get("goal"), dict) else None),
-            ]
-        )
+            rows.append([num, name, "not measured", r.get("reason", ""), "", goal, "-"])
+        else:
+            rows.append([num, *cells(r), goal, _goal(r.get("goal", {}).get("met"))])
     return rows
 
 
