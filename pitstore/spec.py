@@ -15,6 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from typing import Literal
 
 AggFunction = Literal[
@@ -103,7 +104,7 @@ class FeatureView:
     description: str
     tags: dict[str, str] = field(default_factory=dict)
 
-    @property
+    @cached_property  # the spec is static; the scoring hot path reads this per request
     def features(self) -> list[Feature]:
         return [f for agg in self.aggregations for f in agg.features()]
 

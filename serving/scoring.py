@@ -65,18 +65,6 @@ class ModelScore:
     model_input: dict[str, float]
 
 
-# Per service object (kept alive here, so its id stays unique): the spec is
-# static and building a view's feature list is most of what the lookup costs.
-_MEAN_FEATURE: dict[int, tuple[FeatureService, str | None]] = {}
-
-
-def _cached_mean_feature(service: FeatureService) -> str | None:
-    hit = _MEAN_FEATURE.get(id(service))
-    if hit is None or hit[0] is not service:
-        hit = _MEAN_FEATURE[id(service)] = (service, account_30d_mean_feature(service))
-    return hit[1]
-
-
 def account_30d_mean_feature(service: FeatureService) -> str | None:
     """The Feast feature request_time_features() needs, if the service has it."""
     for view in service.views:
@@ -91,7 +79,7 @@ def request_features(
     txn: Mapping[str, object], feast_values: Mapping[str, Any], service: FeatureService
 ) -> dict[str, float]:
     """Training's own request-time features, given the account mean as served."""
-    name = _cached_mean_feature(service)
+    name = account_30d_mean_feature(service)
     mean = feast_values.get(name) if name else None
     return request_time_features(txn, None if mean is None else float(mean))
 
@@ -232,7 +220,7 @@ def describe(column: str, value: float | None, refs: Mapping[str, float]) -> str
     return f"{prefix}: {_fmt(kind, value)} (typical {_fmt(kind, typical)})"
 
 
-@functools.cache  # the spec is static; building a view's features costs per call
+@functools.cache  # the spec is static: one lookup per column, not per request
 def _wording(column: str) -> tuple[str, str] | None:
     """("<feature description> on this <entity>", value kind) for a Feast column."""
     view_name, sep, feature_name = column.partition("__")
