@@ -122,6 +122,16 @@ class _EntityGroup:
     views: tuple[_ViewPlan, ...]
 
 
+def resp_bulk(part: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(part), part)
+
+
+def resp_command(*parts: bytes) -> bytes:
+    """One command in RESP (the array of bulk strings Redis reads)."""
+    return b"*%d\r\n" % len(parts) + b"".join(resp_bulk(p) for p in parts)
+
+
 class AsyncRedis(Protocol):
     """What ``read_async`` needs: send RESP commands, get their replies in order."""
 
@@ -168,12 +178,15 @@ class OnlineReader:
         self.groups = tuple(groups)
         self.join_keys = frozenset(g.join_key for g in groups)
         self._suffix = FEAST_PROJECT.encode()
-        # RESP for "HMGET <key> <fields...>" minus the key, which comes per row:
-        # the array header and command name, then the key, then these fields.
-        self._resp_fields = tuple(
-            b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in g.fields) for g in groups
+        # "HMGET <key> <fields...>" in RESP around the key, which comes per row:
+        # (array header and command name, the fields) per entity group.
+        self._resp_around_key = tuple(
+            (
+                b"*%d\r\n" % (2 + len(g.fields)) + resp_bulk(b"HMGET"),
+                b"".join(resp_bulk(f) for f in g.fields),
+            )
+            for g in groups
         )
-        self._resp_heads = tuple(b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(g.fields)) for g in groups)
 
     def key(self, group: _EntityGroup, value: str) -> bytes:
         v = value.encode()
@@ -192,7 +205,7 @@ class OnlineReader:
                     raise OnlineReadError(f"entity row {i}: {k} must be a non-empty string")
 
     def _queue(self, pipe: Any, entity_rows: Sequence[Mapping[str, str]]) -> None:
-        """One HMGET per (row, entity) on a sync or asyncio pipeline, in decode order."""
+        """One HMGET per (row, entity) on a redis-py pipeline, in decode order."""
         for row in entity_rows:
             for g in self.groups:
                 pipe.hmget(self.key(g, row[g.join_key]), g.fields)
@@ -218,11 +231,8 @@ class OnlineReader:
         """The same HMGETs as ``_queue``, as one RESP payload, and the reply count."""
         parts = []
         for row in entity_rows:
-            for g, head, fields in zip(
-                self.groups, self._resp_heads, self._resp_fields, strict=True
-            ):
-                key = self.key(g, row[g.join_key])
-                parts.append(b"%s$%d\r\n%s\r\n%s" % (head, len(key), key, fields))
+            for g, (head, fields) in zip(self.groups, self._resp_around_key, strict=True):
+                parts.append(head + resp_bulk(self.key(g, row[g.join_key])) + fields)
         return b"".join(parts), len(parts)
 
     async def read_async(

@@ -28,15 +28,9 @@ import hiredis
 import redis.exceptions
 from redis.connection import parse_url
 
+from pitstore.online_read import resp_command
+
 _READ_CHUNK = 1 << 16
-
-
-def resp_command(*parts: bytes) -> bytes:
-    """One command in RESP (the array of bulk strings Redis reads)."""
-    out = [b"*%d\r\n" % len(parts)]
-    for p in parts:
-        out.append(b"$%d\r\n%s\r\n" % (len(p), p))
-    return b"".join(out)
 
 
 class _Conn:

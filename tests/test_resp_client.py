@@ -12,9 +12,9 @@ import redis
 from test_serving import put_features
 
 from pitstore.config import Settings
-from pitstore.online_read import reader_for
+from pitstore.online_read import reader_for, resp_command
 from pitstore.spec import FRAUD_V1
-from serving.resp_client import RespPool, resp_command
+from serving.resp_client import RespPool
 
 
 def run(coro: Any) -> Any:
