@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -147,19 +147,23 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[RedisServer]:
-    """A private redis-server on a free port, pinned to its own core if there is one."""
+def redis_server(workdir: Path, cores: Sequence[int] | None = None) -> Iterator[RedisServer]:
+    """A private redis-server on a free port, pinned to ``cores`` (default: a core
+    of its own if there is one; empty: not pinned)."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError("redis-server is not installed: run `make redis-server`")
     port = free_port()
-    core = server_core()
+    if cores is None:
+        own = server_core()
+        cores = [] if own is None else [own]
     cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     cmd += ["--dir", str(workdir)]
-    if core is not None and shutil.which("taskset"):
-        cmd = ["taskset", "-c", str(core), *cmd]
+    if cores and shutil.which("taskset"):
+        cmd = ["taskset", "-c", ",".join(map(str, cores)), *cmd]
     else:
-        core = None
+        cores = []
+    core = cores[0] if len(cores) == 1 else None
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import redis
 

@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +43,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.harness import free_port, redis_server
 from bench.http_load import Run, closed_loop, open_loop
 from bench.score_setup import (
     HOST,
@@ -275,17 +276,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--budget-ms", type=int, default=100)
     args = parser.parse_args(argv)
 
-    from test_serving import free_port, start_redis
-
     plan = pin_plan()
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
         home = Path(tmp) / "home"
-        rport = free_port()
-        redis_proc = start_redis(rport, Path(tmp))
-        if plan["server_core"] is not None:  # move Redis off the server's core
-            cores = ",".join(map(str, plan["redis_cores"]))
-            subprocess.run(["taskset", "-pc", cores, str(redis_proc.pid)], capture_output=True)
-        redis_url = f"redis://{HOST}:{rport}/0"
+        # Redis off the servers' core (with the client), or not pinned at all.
+        redis_cores = plan["redis_cores"] if plan["server_core"] is not None else []
+        redis = stack.enter_context(redis_server(Path(tmp), redis_cores))
+        redis_url = redis.url
         env = {
             **os.environ,
             "PITSTORE_HOME": str(home),
@@ -322,8 +320,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for proc in servers:
                 proc.terminate()
                 proc.wait(10)
-            redis_proc.kill()
-            redis_proc.wait()
     result["pinning"] = plan
     result["method"] = {
         "max_throughput": f"best completions/s of closed-loop loads at {CLOSED_CONNECTIONS} "
