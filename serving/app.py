@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.audit import AuditError, AuditLog, find_decision
@@ -115,12 +117,7 @@ async def get_service(request: Request) -> ScoringService:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-async def get_now() -> datetime:
-    return datetime.now(UTC)
-
-
 Service = Annotated[ScoringService, Depends(get_service)]
-Now = Annotated[datetime, Depends(get_now)]
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
@@ -132,6 +129,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         audit = AuditLog(settings.resolved_audit_dir, settings.audit_rotate_mb * 2**20)
         app.state.service = ScoringService(settings, load_model(settings), audit, metrics)
         freeze_startup_heap()
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         try:
             yield
         finally:
@@ -156,8 +154,28 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         log.exception("unhandled error")
         return JSONResponse(status_code=503, content={"error": "internal error; no decision"})
 
-    @app.post("/v1/score")
-    async def score(req: ScoreRequest, service: Service, now: Now) -> Response:
+    # The body is validated here, not by FastAPI's dependency resolution: that
+    # machinery cost ~0.3 ms of CPU per request (profiled), a fifth of the
+    # request. Errors take the same path as FastAPI's own (``on_invalid``), and
+    # the OpenAPI schema still documents the body.
+    @app.post(
+        "/v1/score",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ScoreRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def score(request: Request) -> Response:
+        try:
+            req = ScoreRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+            ) from exc
+        service: ScoringService = request.app.state.service
+        now = datetime.now(UTC)
         started = time.perf_counter()
         problem = time_window_error(req, now, settings.max_clock_skew_s, settings.max_event_age_s)
         m = service.metrics

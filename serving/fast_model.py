@@ -7,9 +7,11 @@ input at its typical value, for the reasons). sklearn spends most of that call
 on per-call validation and a Python loop over 200 trees, and its OpenMP
 prediction threads spin against the server's other threads on a small machine
 (measured: p50 ~2 ms single-threaded, p99 seconds with OpenMP on a busy
-2-core box). This module flattens every tree into numpy arrays once and walks
-all trees for all rows together, level by level, in a handful of vectorised
-steps.
+2-core box). This module flattens every tree into arrays once; the walk is
+compiled (``serving.tree_kernels``, numba) where numba loads, else numpy over
+all trees and rows together, level by level. The explanation rows differ from
+the request in one input each, so ``proba_substitutions`` scores them without
+building them, re-walking a tree only where that input is on the request's path.
 
 Identical results, not approximately equal ones: the traversal applies the
 same comparisons as sklearn's ``_predict_one_from_raw_data`` (NaN follows
@@ -29,13 +31,17 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
+from serving import tree_kernels
+
 log = logging.getLogger("pitstore.serving")
 
 
 class FastCalibratedHGB:
     """Class-1 probabilities of a sigmoid-calibrated binary HistGradientBoosting."""
 
-    def __init__(self, hgb: Any, calibrators: list[tuple[float, float]]) -> None:
+    def __init__(
+        self, hgb: Any, calibrators: list[tuple[float, float]], compiled: bool = True
+    ) -> None:
         trees = [it[0].nodes for it in hgb._predictors]
         sizes = np.array([len(t) for t in trees])
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
@@ -47,6 +53,10 @@ class FastCalibratedHGB:
         left = np.where(leaf, here, nodes["left"].astype(np.intp) + per_node_offset)
         right = np.where(leaf, here, nodes["right"].astype(np.intp) + per_node_offset)
         self.children = np.stack([left, right], axis=1).ravel()  # [2*node + went_right]
+        # The compiled walk (serving.tree_kernels) stops at leaves and keeps
+        # sklearn's tree order.
+        self.left, self.right, self.is_leaf = left, right, leaf
+        self.roots_in_order = offsets
         self.feature = np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp)
         self.threshold = nodes["num_threshold"].astype(np.float64)
         self.missing_left = nodes["missing_go_to_left"].astype(bool)
@@ -62,9 +72,36 @@ class FastCalibratedHGB:
         self.baseline = float(np.asarray(hgb._baseline_prediction).ravel()[0])
         self.n_features = int(hgb.n_features_in_)
         self.calibrators = calibrators
+        self.kernels = tree_kernels.load() if compiled else None
+
+    def _tree_args(self) -> tuple[Any, ...]:
+        return (
+            self.roots_in_order,
+            self.feature,
+            self.threshold,
+            self.missing_left,
+            self.left,
+            self.right,
+            self.is_leaf,
+            self.value,
+            self.baseline,
+        )
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """HistGradientBoosting's decision_function for ``x`` (rows x features)."""
+        if self.kernels is not None:
+            return self.kernels[0](x, *self._tree_args())  # type: ignore[no-any-return]
+        return self.raw_numpy(x)
+
+    def raw_substitutions(self, base: np.ndarray, refs: np.ndarray) -> np.ndarray:
+        """decision_function for ``base`` (row 0) and, in row ``i + 1``, for
+        ``base`` with input ``i`` set to ``refs[i]``."""
+        if self.kernels is not None:
+            return self.kernels[1](base, refs, *self._tree_args())  # type: ignore[no-any-return]
+        return self.raw_numpy(substitution_matrix(base, refs))
+
+    def raw_numpy(self, x: np.ndarray) -> np.ndarray:
+        """``raw`` without compiled code: all trees and rows level by level."""
         n = x.shape[0]
         flat = x.ravel()
         row_base = (np.arange(n, dtype=np.intp) * x.shape[1])[:, None]
@@ -89,14 +126,32 @@ class FastCalibratedHGB:
         x = np.ascontiguousarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected (rows, {self.n_features}) input, got {x.shape}")
-        t = self.raw(x)
-        mean = np.zeros(x.shape[0], dtype=np.float64)
+        return self.calibrate(self.raw(x))
+
+    def proba_substitutions(self, base: np.ndarray, refs: np.ndarray) -> np.ndarray:
+        """``proba(substitution_matrix(base, refs))``, without building the matrix."""
+        base = np.ascontiguousarray(base, dtype=np.float64)
+        refs = np.ascontiguousarray(refs, dtype=np.float64)
+        if base.shape != (self.n_features,) or refs.shape != (self.n_features,):
+            raise ValueError(f"expected ({self.n_features},) inputs, got {base.shape}/{refs.shape}")
+        return self.calibrate(self.raw_substitutions(base, refs))
+
+    def calibrate(self, t: np.ndarray) -> np.ndarray:
+        """sklearn's sigmoid calibration of raw scores ``t``, averaged over calibrators."""
+        mean = np.zeros(t.shape[0], dtype=np.float64)
         for a, b in self.calibrators:
             p = expit(-(a * t + b))
             p[(p > 1.0) & (p <= 1.0 + 1e-5)] = 1.0  # sklearn's clamp
             mean += p
         mean /= len(self.calibrators)
         return mean
+
+
+def substitution_matrix(base: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """Row 0 is ``base``; row ``i + 1`` is ``base`` with input ``i`` set to ``refs[i]``."""
+    matrix = np.tile(np.asarray(base, dtype=np.float64), (len(base) + 1, 1))
+    matrix[np.arange(1, len(base) + 1), np.arange(len(base))] = refs
+    return matrix
 
 
 def _unwrap(model: Any) -> tuple[Any, list[tuple[float, float]]] | None:
@@ -158,6 +213,14 @@ def compile_fast(model: Any, probe: np.ndarray | None = None) -> FastCalibratedH
         if not np.array_equal(fast.proba(probe), slow):
             log.warning("fast predict path disagrees with sklearn: using sklearn")
             return None
+        # The explanation kernel: each probe row as the base, the next as the references.
+        for base, refs in zip(probe[:64], probe[1:65], strict=False):
+            slow = np.asarray(
+                model.predict_proba(substitution_matrix(base, refs)), dtype=np.float64
+            )[:, 1]
+            if not np.array_equal(fast.proba_substitutions(base, refs), slow):
+                log.warning("fast explanation path disagrees with sklearn: using sklearn")
+                return None
         return fast
     except Exception:  # any surprise: the slow path is always correct
         log.exception("fast predict path unavailable: using sklearn")
@@ -184,6 +247,10 @@ class FastModel:
         """Class-1 probabilities for rows already in ``feature_columns`` order."""
         return self.fast.proba(x)
 
+    def predict_substitutions(self, base: np.ndarray, refs: np.ndarray) -> np.ndarray:
+        """Class-1 probabilities of ``substitution_matrix(base, refs)``'s rows."""
+        return self.fast.proba_substitutions(base, refs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
 
@@ -195,5 +262,10 @@ def with_fast_path(model: Any) -> Any:
     fast = compile_fast(estimator) if estimator is not None else None
     if fast is None:
         return model
-    log.info("fast predict path enabled (%d trees, depth %d)", len(fast.roots), fast.depth)
+    log.info(
+        "fast predict path enabled (%d trees, depth %d, %s)",
+        len(fast.roots),
+        fast.depth,
+        "compiled" if fast.kernels is not None else "numpy",
+    )
     return FastModel(model, fast)

@@ -2,7 +2,8 @@
 
 No I/O here. ``model`` is anything with ``predict_proba(DataFrame)`` (the
 registry's ``LoadedModel``) and ``card`` is its model card; if it also has
-``predict_matrix(ndarray)`` (``serving.fast_model.FastModel``), that is used.
+``predict_substitutions(base, refs)`` (``serving.fast_model.FastModel``), that
+is used.
 
 Reasons: for each model input, the score change when that input alone is
 replaced by its *reference* value (the training median, from the model card)
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from pitstore.spec import FeatureService, view_by_name
+from serving.fast_model import substitution_matrix
 from training.request_features import request_time_features
 
 APPROVE, REVIEW, DECLINE = "approve", "review", "decline"
@@ -129,15 +131,15 @@ def score_row(model: Model, row: Mapping[str, float]) -> ModelScore:
     columns = list(model.feature_columns)
     refs = references(model.card, columns)
     base = np.array([row[c] for c in columns], dtype="float64")
-    matrix = np.tile(base, (len(columns) + 1, 1))
-    for i, col in enumerate(columns):
-        matrix[i + 1, i] = refs[col]
-    # The fast path (serving.fast_model) takes the matrix as is; it gives the
-    # same probabilities as predict_proba, without a DataFrame round trip.
-    predict_matrix = getattr(model, "predict_matrix", None)
-    if predict_matrix is not None:
-        proba = np.asarray(predict_matrix(matrix), dtype="float64")
+    ref_values = np.array([refs[c] for c in columns], dtype="float64")
+    # The fast path (serving.fast_model) scores the request and its one-input
+    # substitutions without building them; the same probabilities as
+    # predict_proba over substitution_matrix, without a DataFrame round trip.
+    predict_substitutions = getattr(model, "predict_substitutions", None)
+    if predict_substitutions is not None:
+        proba = np.asarray(predict_substitutions(base, ref_values), dtype="float64")
     else:
+        matrix = substitution_matrix(base, ref_values)
         frame = pd.DataFrame(matrix, columns=columns)
         proba = np.asarray(model.predict_proba(frame), dtype="float64")
     probs = proba[:, 1] if proba.ndim == 2 else proba

@@ -13,7 +13,16 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from serving.fast_model import FastModel, compile_fast, probe_rows, with_fast_path
+from serving import tree_kernels
+from serving.fast_model import (
+    FastCalibratedHGB,
+    FastModel,
+    _unwrap,
+    compile_fast,
+    probe_rows,
+    substitution_matrix,
+    with_fast_path,
+)
 from serving.scoring import score_row
 
 COLUMNS = [f"f{i}" for i in range(12)]
@@ -65,6 +74,34 @@ def test_fast_path_equals_sklearn_bit_for_bit(model: Any) -> None:
     for x in (held_out, probes, held_out[:1], held_out[:31]):
         slow = model.predict_proba(x)[:, 1]
         assert np.array_equal(fast.proba(x), slow)
+
+
+def test_compiled_and_numpy_walks_equal_sklearn(model: Any) -> None:
+    # numba is a pinned dependency: a silent fall back to numpy would be a regression
+    assert tree_kernels.load() is not None
+    parts = _unwrap(model)
+    assert parts is not None
+    compiled, numpy_walk = FastCalibratedHGB(*parts), FastCalibratedHGB(*parts, compiled=False)
+    assert compiled.kernels is not None and numpy_walk.kernels is None
+    probes = probe_rows(compiled, n=2000, seed=7)
+    slow = model.predict_proba(probes)[:, 1]
+    assert np.array_equal(compiled.proba(probes), slow)
+    assert np.array_equal(numpy_walk.proba(probes), slow)
+
+
+def test_substitutions_equal_sklearn_on_the_explanation_matrix(model: Any) -> None:
+    fast = compile_fast(model)
+    assert fast is not None
+    numpy_walk = FastCalibratedHGB(*_unwrap(model), compiled=False)  # type: ignore[misc]
+    probes = probe_rows(fast, n=401, seed=11)  # NaN and at-threshold values on both sides
+    for base, refs in zip(probes[:-1], probes[1:], strict=True):
+        matrix = substitution_matrix(base, refs)
+        assert matrix.shape == (len(COLUMNS) + 1, len(COLUMNS))
+        slow = model.predict_proba(matrix)[:, 1]
+        assert np.array_equal(fast.proba_substitutions(base, refs), slow)
+        assert np.array_equal(numpy_walk.proba_substitutions(base, refs), slow)
+    with pytest.raises(ValueError, match="expected"):
+        fast.proba_substitutions(probes[0][:3], probes[1])
 
 
 def test_score_row_identical_with_and_without_fast_path(model: Any) -> None:
