@@ -222,7 +222,43 @@ def models_promote(version: Annotated[str, typer.Argument(help="Model version id
     console.print(f"promoted {version}")
 
 
+def compact(
+    views: Annotated[
+        list[str] | None, typer.Argument(help="Feature views to compact (default: all).")
+    ] = None,
+) -> None:
+    """Write each view's key-sorted copy of its offline rows, for fast training frames.
+
+    Run it after the daily transform (daily or weekly): training frames then
+    binary-search the copy instead of hash-joining every run file. Run files
+    written after the copy are read as they are; a copy whose files changed is
+    ignored until the next compaction (joins stay correct either way).
+    """
+    from pitstore.spec import FEATURE_VIEWS
+    from training.compact import compact_store
+
+    known = {v.name: v for v in FEATURE_VIEWS}
+    unknown = sorted(set(views or []) - set(known))
+    if unknown:
+        _fail(f"unknown feature view(s) {unknown}: use any of {sorted(known)}")
+    chosen = tuple(known[n] for n in views) if views else None
+    table = Table(title="compaction")
+    for col in ("view", "compacted", "rows", "run files", "seconds", "note"):
+        table.add_column(col)
+    for s in compact_store(get_settings(), chosen):
+        table.add_row(
+            s.view,
+            "yes" if s.compacted else "no",
+            str(s.rows),
+            str(s.files),
+            str(s.seconds),
+            s.reason,
+        )
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("compact")(compact)
     app.add_typer(frame_app, name="training-frame")
     app.command("train")(train)
     app.add_typer(models_app, name="models")

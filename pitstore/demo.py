@@ -74,6 +74,13 @@ def run_demo(settings: Settings, accounts: int, days: int, console: Console) -> 
     )
 
     console.rule("5. fraud model: as_known vs as_of frames")
+    from training.compact import compact_store
+
+    with console.status("compacting the offline store (key-sorted copy for the joins)..."):
+        compacted = compact_store(settings)
+    console.print(
+        "compacted: " + ", ".join(f"{s.view} {s.rows:,} rows" for s in compacted if s.compacted)
+    )
     with console.status("training (as_known, then as_of for comparison)..."):
         policy = LabelPolicy(known_by=last, maturity=timedelta(days=14))
         report = train_fraud(settings, policy, FRAUD_V1.name, compare_modes=True)

@@ -34,6 +34,12 @@ null if stale": if the newest version is stale, so is every older one.
 Two offline rows with the same ``(key, event_timestamp, created_timestamp)``
 make the answer ambiguous: the join raises ``StoreError`` rather than pick one.
 
+When a view has a key-sorted copy (``training.compact``, written by a
+compaction step after the transform), the join searches it with binary
+searches instead (same answer, byte for byte; the tests compare both paths):
+at 1M requests x 11.8M rows about a fifth of the hash join's time and ~15%
+less peak memory. ``USE_COMPACT = False`` forces the DuckDB path.
+
 Only the offline files whose parquet statistics can matter are read (event
 time within ``[min ts - ttl, max ts]``; in ``as_known`` also created at or
 before ``max ts``); the list of files read is returned so the manifest can
@@ -42,6 +48,8 @@ checksum exactly those.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -55,6 +63,14 @@ import pyarrow.parquet as pq
 from pitstore.config import Settings
 from pitstore.spec import FeatureService, FeatureView
 from training.join_sql import BAD_ROWS, unknown_sql, view_sql
+from training.sorted_join import (
+    AmbiguousVersions,
+    Compact,
+    Part,
+    join_view_sorted,
+    open_compact,
+    sort_requests,
+)
 
 MODES = ("as_known", "as_of")
 ENGINES = ("duckdb", "spark")
@@ -66,6 +82,9 @@ UTC_US = pa.timestamp("us", tz="UTC")
 # at 1M requests: merchant_daily (58k rows) 0.65 s CPU instead of 1.1 s, same
 # memory; account_daily (2.9M rows) no faster and twice the memory.
 ASOF_MAX_ROWS = 500_000
+# Join from a view's key-sorted copy (``training.compact``) when it exists and
+# still matches the run files; False: always the DuckDB path.
+USE_COMPACT = True
 
 
 class StoreError(RuntimeError):
@@ -273,6 +292,75 @@ def count_unknown(
         con.unregister("unmatched")
 
 
+def _join_compacted_views(
+    service: FeatureService,
+    mode: str,
+    compacts: dict[str, Compact | None],
+    files: dict[str, list[Path]],
+    req: pa.Table,
+    threads: int | None,
+) -> dict[str, Part | None]:
+    """The views that have a sorted copy, joined from it on a pool of threads.
+
+    The work is numpy and Arrow kernels, which release the GIL: the requests
+    are sorted once per entity key, then the views run side by side, largest
+    first. Run files newer than a view's copy (that can hold a value) are
+    searched the same way, as they are (each is sorted). None for a view: its
+    newer files need the DuckDB path.
+    """
+    views = [v for v in service.views if compacts[v.name] is not None]
+    if not views:
+        return {}
+    n = req.num_rows
+    ts_us = req.column(TS).cast(pa.int64()).to_numpy()
+    workers = max(1, min(threads or os.cpu_count() or 1, len(views)))
+    views.sort(key=lambda v: -int(compacts[v.name].meta["rows"]))  # type: ignore[union-attr]
+    with ThreadPoolExecutor(workers) as pool:
+        keys = sorted({v.entity.join_key for v in views})
+        prep = {k: pool.submit(sort_requests, req.column(k), ts_us) for k in keys}
+
+        def one(view: FeatureView) -> Part | None:
+            compact = compacts[view.name]
+            assert compact is not None
+            fresh = set(compact.new_files)
+            newer = [p for p in files[view.name] if p in fresh]
+            sorted_req = prep[view.entity.join_key].result()
+            try:
+                return join_view_sorted(compact, newer, view, mode, sorted_req, n)
+            except FileNotFoundError:  # a compaction replaced the copy meanwhile
+                return None
+            except AmbiguousVersions:
+                raise StoreError(
+                    f"view {view.name}: the offline store holds two rows for the same "
+                    "(key, event_timestamp, created_timestamp); the answer is ambiguous"
+                ) from None
+
+        futures = {v.name: pool.submit(one, v) for v in views}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def _count_unknown_compacted(
+    con: duckdb.DuckDBPyConnection,
+    view: FeatureView,
+    compact: Compact,
+    part: Part,
+    req: pa.Table,
+) -> int:
+    """Request rows whose key is in no run file: not in the copy nor a newer file."""
+    _, answered, unknown = part
+    left = unknown & ~answered
+    if not left.any():
+        return 0
+    if not compact.new_files:
+        return int(np.count_nonzero(left))
+    keys = req.column(view.entity.join_key).filter(pa.array(left))
+    con.register("unmatched", pa.table({view.entity.join_key: keys}))
+    try:
+        return int(con.execute(unknown_sql(view, compact.new_files)).fetchall()[0][0])
+    finally:
+        con.unregister("unmatched")
+
+
 def output_schema(service: FeatureService) -> pa.Schema:
     fields = [pa.field(ROW, pa.int64())]
     for view in service.views:
@@ -305,7 +393,7 @@ def point_in_time_join(
         raise ValueError(f"unknown engine {engine!r}; use one of {ENGINES}")
     keys = sorted({v.entity.join_key for v in service.views})
     req = requests.select([*keys, TS]).append_column(
-        ROW, pa.array(range(requests.num_rows), pa.int64())
+        ROW, pa.array(np.arange(requests.num_rows, dtype=np.int64))
     )
     if req.num_rows == 0:
         raise ValueError("no request rows")
@@ -332,11 +420,23 @@ def point_in_time_join(
         names = [ROW]
         columns: list[pa.ChunkedArray | pa.Array] = [req.column(ROW)]
         unknown: dict[str, int] = {}
+        compacts = {
+            v.name: open_compact(settings, v) if USE_COMPACT else None for v in service.views
+        }
+        sorted_part = _join_compacted_views(service, mode, compacts, files, req, threads)
         for view in service.views:
-            cols, answered = join_view_duckdb(con, view, mode, files[view.name], min_ts, max_ts, n)
+            compact = compacts[view.name]
+            part = sorted_part.get(view.name)
+            if compact is not None and part is not None:
+                cols = list(part[0])
+                unknown[view.name] = _count_unknown_compacted(con, view, compact, part, req)
+            else:
+                cols, answered = join_view_duckdb(
+                    con, view, mode, files[view.name], min_ts, max_ts, n
+                )
+                unknown[view.name] = count_unknown(con, settings, view, req, answered)
             names += _view_columns(view)
             columns += cols
-            unknown[view.name] = count_unknown(con, settings, view, req, answered)
     finally:
         con.close()
     result = pa.Table.from_arrays(columns, names=names)

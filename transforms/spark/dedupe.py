@@ -108,6 +108,18 @@ def deduped(
     return (new if state is None else state.unionByName(new)), mine
 
 
+def state_rows(store: Store, offline: str, dataset: str, state_runs: list[str]) -> int | None:
+    """Rows in the state files of ``state_runs`` from their footers (None: not local)."""
+    folder = state_dir(offline, dataset)
+    if not is_local(folder):
+        return None
+    import pyarrow.parquet as pq
+
+    return sum(
+        pq.read_metadata(local_path(join(folder, f"run-{s}.parquet"))).num_rows for s in state_runs
+    )
+
+
 def nullable(schema: Any) -> Any:
     """``schema`` with every field nullable, as Spark reads any parquet file."""
     from pyspark.sql.types import StructField, StructType

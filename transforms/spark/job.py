@@ -89,6 +89,19 @@ SMALL_RUN_CONF = {
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
 }
+# ...but only while the history a day's windows read is small. Measured at 5,000
+# accounts x 40 days (~440k deduplicated rows): an incremental day took 34 s
+# without code generation and 18.5 s with it; at 500 accounts x 60 days (~66k)
+# it was the other way round (13.6 -> 9.0 s without).
+CODEGEN_MIN_STATE_ROWS = 150_000
+CODEGEN_KEYS = ("spark.sql.codegen.wholeStage", "spark.sql.codegen.factoryMode")
+
+
+def small_run_conf(state_rows: int | None) -> dict[str, str]:
+    """SMALL_RUN_CONF for an incremental run over ``state_rows`` deduplicated rows."""
+    if state_rows is not None and state_rows >= CODEGEN_MIN_STATE_ROWS:
+        return {k: v for k, v in SMALL_RUN_CONF.items() if k not in CODEGEN_KEYS}
+    return dict(SMALL_RUN_CONF)
 
 
 @dataclass(frozen=True)
@@ -224,7 +237,12 @@ def run_job(
         prev_day = from_us(previous).date().isoformat()
         tx_uris = dedupe.files_since(tx_uris, previous, prev_day)
         label_uris = dedupe.files_since(label_uris, previous, prev_day)
-    with session_conf(spark, SMALL_RUN_CONF if state_runs is not None else {}):
+    run_conf: dict[str, str] = {}
+    if state_runs is not None:
+        run_conf = small_run_conf(
+            dedupe.state_rows(store, layout.offline, "transactions", state_runs)
+        )
+    with session_conf(spark, run_conf):
         landing_io.read_raw(spark, tx_uris, TRANSACTION_COLUMNS).createOrReplaceTempView(
             "pit_raw_transactions"
         )
