@@ -204,12 +204,6 @@ class OnlineReader:
                 if not isinstance(v, str) or not v:
                     raise OnlineReadError(f"entity row {i}: {k} must be a non-empty string")
 
-    def _queue(self, pipe: Any, entity_rows: Sequence[Mapping[str, str]]) -> None:
-        """One HMGET per (row, entity) on a redis-py pipeline, in decode order."""
-        for row in entity_rows:
-            for g in self.groups:
-                pipe.hmget(self.key(g, row[g.join_key]), g.fields)
-
     def read(
         self,
         client: redis.Redis,
@@ -219,16 +213,16 @@ class OnlineReader:
     ) -> list[OnlineRow]:
         at_us = to_us(at)  # refuses naive datetimes
         self._validate(entity_rows)
+        payload, n = self.encode_hmgets(entity_rows)
         try:
-            with client.pipeline(transaction=False) as pipe:
-                self._queue(pipe, entity_rows)
-                replies = pipe.execute()
+            replies = execute_packed(client, payload, n)
         except redis.exceptions.RedisError as exc:
             raise OnlineReadError(f"online read failed: {exc}") from exc
         return self._decode(replies, len(entity_rows), at_us, apply_ttl)
 
     def encode_hmgets(self, entity_rows: Sequence[Mapping[str, str]]) -> tuple[bytes, int]:
-        """The same HMGETs as ``_queue``, as one RESP payload, and the reply count."""
+        """One HMGET per (row, entity group), in decode order, as one RESP payload;
+        and the number of replies it asks for."""
         parts = []
         for row in entity_rows:
             for g, (head, fields) in zip(self.groups, self._resp_around_key, strict=True):
@@ -298,6 +292,34 @@ class OnlineReader:
                             values[name] = _decode_value(raw)
             out.append(OnlineRow(values, reads))
         return out
+
+
+def execute_packed(client: redis.Redis, payload: bytes, n_replies: int) -> list[Any]:
+    """Send pre-encoded commands on one of ``client``'s pooled connections and
+    read their ``n_replies`` replies: one round trip, as a redis-py pipeline
+    makes, without packing each command again (for 100 rows that packing was
+    ~1 ms of the ~1.7 ms round trip, measured).
+
+    A connection the server closed while pooled (Redis restarted) is retried once
+    on a fresh one; after any other failure the connection is dropped, never
+    returned half-read to the pool (its unread replies would answer the next
+    caller's commands)."""
+    pool = client.connection_pool
+    for attempt in (1, 2):
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([payload])
+            return [conn.read_response() for _ in range(n_replies)]
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            conn.disconnect()
+            if attempt == 2:
+                raise
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+    raise AssertionError("unreachable")
 
 
 _READERS: dict[int, tuple[FeatureService, OnlineReader]] = {}

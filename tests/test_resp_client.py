@@ -129,3 +129,33 @@ def test_errors_are_redis_exceptions(settings: Settings) -> None:
 
     with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
         run(wrong_type())
+
+
+def test_sync_packed_read_heals_and_never_reuses_a_half_read_connection(
+    settings: Settings,
+) -> None:
+    """pitstore.online_read.execute_packed: the sync read's one round trip."""
+    from pitstore.online_read import execute_packed
+
+    put_features(settings.redis_url, {"A1": {"txn_count_1h": 3, "amount_mean_30d": 1.5}}, {})
+    client = redis.Redis.from_url(settings.redis_url)
+    reader = reader_for(FRAUD_V1)
+    rows = [{"account_id": "A1", "merchant_id": "M1"}] * 3
+    payload, n = reader.encode_hmgets(rows)
+    with client.pipeline(transaction=False) as pipe:  # what redis-py's pipeline returns
+        for row in rows:
+            for g in reader.groups:
+                pipe.hmget(reader.key(g, row[g.join_key]), g.fields)
+        expected = pipe.execute()
+    assert execute_packed(client, payload, n) == expected
+    # The server drops the pooled connection (as on a restart): one retry heals.
+    admin = redis.Redis.from_url(settings.redis_url)
+    admin.client_kill_filter(_type="normal", skipme=True)
+    assert execute_packed(client, payload, n) == expected
+    # An error reply mid-batch: the error surfaces, and the connection holding the
+    # unread replies is dropped, so the next read gets its own answers.
+    client.set("plain-string", b"x")
+    bad = resp_command(b"HMGET", b"plain-string", b"f") + payload
+    with pytest.raises(redis.exceptions.ResponseError):
+        execute_packed(client, bad, n + 1)
+    assert execute_packed(client, payload, n) == expected
