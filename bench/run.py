@@ -288,18 +288,23 @@ def _online_cells(what: str, r: dict[str, Any]) -> Cells:
     ]
 
 
+def _load_cell(x: dict[str, Any]) -> str:
+    """One server's max throughput and its open-loop latency at 70% of it."""
+    return (
+        f"max {_f(x['max_throughput_rps'], ' req/s', 0)}; at "
+        f"{_f(x['open_rate_rps'], '/s', 0)} p50 {_f(x['p50_ms'], ' ms')} / p99 "
+        f"{_f(x['p99_ms'], ' ms')}"
+    )
+
+
 def _score_cells(r: dict[str, Any]) -> Cells:
     p, n, s = r["pitstore"], r["noop"], r["noop_at_pitstore_rate"]
     return [
         "/v1/score over HTTP: max throughput, p99 at 70% of it (open loop)",
-        f"max {_f(p['max_throughput_rps'], ' req/s', 0)}; at "
-        f"{_f(p['open_rate_rps'], '/s', 0)} p50 {_f(p['p50_ms'], ' ms')} / p99 "
-        f"{_f(p['p99_ms'], ' ms')}; "
+        f"{_load_cell(p)}; "
         f"errors {r['errors']}, audit {'ok' if r['audit']['matches'] else 'MISMATCH'}, "
         f"fallback answers {r['pitstore_open_loop_fallback_answers']}",
-        f"no-op max {_f(n['max_throughput_rps'], ' req/s', 0)}; at "
-        f"{_f(n['open_rate_rps'], '/s', 0)} p50 {_f(n['p50_ms'], ' ms')} / p99 "
-        f"{_f(n['p99_ms'], ' ms')}; at pitstore's rate p99 {_f(s['p99_ms'], ' ms')}",
+        f"no-op {_load_cell(n)}; at pitstore's rate p99 {_f(s['p99_ms'], ' ms')}",
         f"p99 {_f(r['ratios']['p99_vs_noop_each_at_70pct_of_own_max'], 'x')} no-op; "
         f"max {_f(r['ratios']['max_throughput_vs_noop'], 'x')}",
     ]

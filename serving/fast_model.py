@@ -213,14 +213,15 @@ def compile_fast(model: Any, probe: np.ndarray | None = None) -> FastCalibratedH
         if not np.array_equal(fast.proba(probe), slow):
             log.warning("fast predict path disagrees with sklearn: using sklearn")
             return None
-        # The explanation kernel: each probe row as the base, the next as the references.
-        for base, refs in zip(probe[:64], probe[1:65], strict=False):
-            slow = np.asarray(
-                model.predict_proba(substitution_matrix(base, refs)), dtype=np.float64
-            )[:, 1]
-            if not np.array_equal(fast.proba_substitutions(base, refs), slow):
-                log.warning("fast explanation path disagrees with sklearn: using sklearn")
-                return None
+        # The explanation kernel: each probe row as the base, the next as the
+        # references; sklearn scores all their matrices in one call.
+        pairs = list(zip(probe[:64], probe[1:65], strict=False))
+        stacked = np.concatenate([substitution_matrix(b, r) for b, r in pairs])
+        slow = np.asarray(model.predict_proba(stacked), dtype=np.float64)[:, 1]
+        fast_all = np.concatenate([fast.proba_substitutions(b, r) for b, r in pairs])
+        if not np.array_equal(fast_all, slow):
+            log.warning("fast explanation path disagrees with sklearn: using sklearn")
+            return None
         return fast
     except Exception:  # any surprise: the slow path is always correct
         log.exception("fast predict path unavailable: using sklearn")

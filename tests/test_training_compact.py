@@ -22,7 +22,15 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from test_training_joins import START, oracle, random_requests, random_store, write_store
+from test_training_joins import (
+    HOURLY_ROW,
+    ONE_VIEW,
+    START,
+    oracle,
+    random_requests,
+    random_store,
+    write_store,
+)
 
 import training.joins
 from pitstore.config import Settings
@@ -30,8 +38,6 @@ from pitstore.spec import ACCOUNT_DAILY, ACCOUNT_HOURLY, FRAUD_V1, FeatureServic
 from training.compact import compact_root, compact_store, compact_view
 from training.joins import TS, JoinResult, StoreError, feature_columns, point_in_time_join
 from training.sorted_join import open_compact
-
-ONE_VIEW = FeatureService("hourly_only", (ACCOUNT_HOURLY,), "test")
 
 
 def join(
@@ -250,12 +256,9 @@ def test_changed_run_file_invalidates_the_copy(tmp_path, monkeypatch):  # type: 
     assert len([p for p in compact_root(settings, ACCOUNT_DAILY).iterdir() if p.is_dir()]) == 1
 
 
-_row = st.tuples(st.integers(0, 2), st.integers(0, 40), st.integers(0, 30), st.integers(0, 5))
-
-
 @hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    rows=st.lists(_row, min_size=1, max_size=40),
+    rows=st.lists(HOURLY_ROW, min_size=1, max_size=40),
     req=st.lists(
         st.tuples(st.integers(0, 3), st.integers(-3_600, 80 * 3_600)),
         min_size=1,

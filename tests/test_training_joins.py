@@ -293,12 +293,12 @@ def test_spark_engine_equals_duckdb(random_home, spark, mode):  # type: ignore[n
 # --- property: no frame ever contains a future value -------------------------
 
 ONE_VIEW = FeatureService("hourly_only", (ACCOUNT_HOURLY,), "test")
-_row = st.tuples(st.integers(0, 2), st.integers(0, 40), st.integers(0, 30), st.integers(0, 5))
+HOURLY_ROW = st.tuples(st.integers(0, 2), st.integers(0, 40), st.integers(0, 30), st.integers(0, 5))
 
 
 @hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    rows=st.lists(_row, min_size=1, max_size=40),
+    rows=st.lists(HOURLY_ROW, min_size=1, max_size=40),
     req=st.lists(
         st.tuples(st.integers(0, 2), st.integers(-3_600, 80 * 3_600)),
         min_size=1,

@@ -283,9 +283,16 @@ def count_unknown(
     if len(left) == 0:
         return 0
     files = sorted(settings.offline_view_dir(view.name).glob("*.parquet"))
+    return keys_in_no_file(con, view, left, files)
+
+
+def keys_in_no_file(
+    con: duckdb.DuckDBPyConnection, view: FeatureView, keys: pa.Array, files: list[Path]
+) -> int:
+    """How many of ``keys`` appear in none of ``files`` (one scan of the key column)."""
     if not files:
-        return len(left)
-    con.register("unmatched", pa.table({view.entity.join_key: left}))
+        return len(keys)
+    con.register("unmatched", pa.table({view.entity.join_key: keys}))
     try:
         return int(con.execute(unknown_sql(view, files)).fetchall()[0][0])
     finally:
@@ -351,14 +358,8 @@ def _count_unknown_compacted(
     left = unknown & ~answered
     if not left.any():
         return 0
-    if not compact.new_files:
-        return int(np.count_nonzero(left))
     keys = req.column(view.entity.join_key).filter(pa.array(left))
-    con.register("unmatched", pa.table({view.entity.join_key: keys}))
-    try:
-        return int(con.execute(unknown_sql(view, compact.new_files)).fetchall()[0][0])
-    finally:
-        con.unregister("unmatched")
+    return keys_in_no_file(con, view, keys, compact.new_files)
 
 
 def output_schema(service: FeatureService) -> pa.Schema:
