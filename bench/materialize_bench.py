@@ -5,7 +5,8 @@ the newest created timestamp, at W) from the same offline parquet into the
 same, freshly flushed Redis:
 
 - ``pitstore``: ``pitstore.materialize.materialize_view(..., full=True)``
-  (MULTI/EXEC per batch, marker moved last);
+  (HSETs encoded column-wise, pipelined batches with every reply checked,
+  marker moved last);
 - ``feast``: ``FeatureStore.materialize(start, W, feature_views=[view])``,
   Feast's default local engine;
 - ``raw``: a hand-written loader a user might write instead: one DuckDB query

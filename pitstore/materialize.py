@@ -13,8 +13,9 @@ encoding, so ``FeatureStore.get_online_features`` reads them unchanged.
 
 Atomicity: each entity is written by one HSET of all its fields, which Redis
 applies atomically (an entity's hash is never half old, half new), so batches
-are plain pipelines — a MULTI/EXEC around them would add nothing but a QUEUED
-reply per command. The view's ``pitstore:materialized:<view>`` marker moves to
+are plain pipelines (encoded column-wise by ``pitstore.resp_encode``, sent on a
+connection of their own, every reply checked) — a MULTI/EXEC around them would
+add nothing but a QUEUED reply per command. The view's ``pitstore:materialized:<view>`` marker moves to
 ``W`` only after every batch landed. A crash leaves the marker at the old ``W``;
 rerunning heals (values are recomputed from the offline store, so a rerun writes
 the same bytes).
@@ -22,6 +23,7 @@ the same bytes).
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,20 +31,25 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import hiredis
 import pyarrow as pa
 import redis
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
-from feast.value_type import ValueType
 
 from pitstore.config import Settings
 from pitstore.feast_store import FEAST_PROJECT
+from pitstore.online_read import feast_key_parts
+from pitstore.resp_encode import hset_commands
 from pitstore.spec import FeatureView
 from pitstore.timeutil import from_us, to_us
 
 MARKER = "pitstore:materialized:{view}"
-BATCH = 2_000
+BATCH = 2_000  # commands per pipelined round trip
+# Rows encoded at a time: bounds the payload's memory (~300 bytes a row) and
+# keeps each Arrow concatenation far from its 2 GiB offset limit.
+ENCODE_ROWS = 100_000
 
 
 class MaterializeError(RuntimeError):
@@ -156,9 +163,7 @@ def encode_timestamp_us(micros: int) -> bytes:
 
 def _key_prefix(join_key: str) -> bytes:
     """Feast's serialized EntityKey (version 3) up to the value's length."""
-    k = join_key.encode()
-    string = struct.pack("<I", ValueType.STRING.value)
-    return struct.pack("<I", 1) + string + struct.pack("<I", len(k)) + k + string
+    return feast_key_parts(join_key)[0]
 
 
 def encode_rows(view: FeatureView, table: pa.Table) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
@@ -207,25 +212,65 @@ def materialize_view(
         return MaterializeResult(view.name, watermark.isoformat(), 0, _iso(previous), True)
     since = None if (full or previous is None) else previous
     table = as_known_rows(settings.offline_view_dir(view.name), view, w_us, since)
-    written = 0
-    batch: list[tuple[bytes, dict[bytes, bytes]]] = []
-    for item in encode_rows(view, table):
-        batch.append(item)
-        if len(batch) >= BATCH:
-            written += _write_batch(client, batch)
-            batch = []
-    if batch:
-        written += _write_batch(client, batch)
+    written = write_table(client, view, table)
     client.set(marker, w_us)
     return MaterializeResult(view.name, watermark.isoformat(), written, _iso(previous))
 
 
-def _write_batch(client: redis.Redis, batch: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
-    with client.pipeline(transaction=False) as pipe:
-        for redis_key, mapping in batch:
-            pipe.hset(redis_key, mapping=mapping)  # type: ignore[arg-type]
-        pipe.execute()
-    return len(batch)
+def write_table(client: redis.Redis, view: FeatureView, table: pa.Table) -> int:
+    """HSET every row of ``table`` (join key, ``event_timestamp``, every feature of
+    ``view``) in Feast's layout; the number of entities written.
+
+    The commands are encoded in columns (``pitstore.resp_encode``) and sent in
+    pipelined batches of ``BATCH`` on a connection of their own, one batch in
+    flight while the previous one's replies are read. Any error reply or
+    connection failure raises before the caller moves its marker.
+    """
+    fields = [feature_field(view.name, f.name) for f in view.features]
+    conn = client.connection_pool.make_connection()
+    try:
+        conn.connect()
+        # redis-py did AUTH, SELECT and TLS on this connection; the bulk I/O is ours.
+        sock = conn._sock  # type: ignore[attr-defined]
+        assert sock is not None
+        reader = hiredis.Reader()
+        pending = 0
+        for lo in range(0, table.num_rows, ENCODE_ROWS):
+            commands = hset_commands(view, table.slice(lo, ENCODE_ROWS), fields)
+            for start in range(0, commands.n, BATCH):
+                stop = min(start + BATCH, commands.n)
+                _write_batch(sock, commands.batch(start, stop))
+                if pending:
+                    _read_replies(sock, reader, pending)
+                pending = stop - start
+        if pending:
+            _read_replies(sock, reader, pending)
+    except (OSError, redis.exceptions.RedisError) as exc:
+        raise MaterializeError(f"writing {view.name} to Redis failed: {exc}") from exc
+    finally:
+        conn.disconnect()
+    return table.num_rows
+
+
+def _write_batch(sock: socket.socket, payload: memoryview) -> None:
+    sock.sendall(payload)
+
+
+def _read_replies(sock: socket.socket, reader: hiredis.Reader, n: int) -> None:
+    """Read ``n`` replies; an error reply (say WRONGTYPE, OOM) raises."""
+    buf = bytearray(1 << 16)
+    got = 0
+    while got < n:
+        reply = reader.gets()
+        if reply is False:
+            size = sock.recv_into(buf)
+            if size == 0:
+                raise MaterializeError("Redis closed the connection mid-batch")
+            reader.feed(buf, 0, size)
+            continue
+        if isinstance(reply, hiredis.ReplyError):
+            raise MaterializeError(f"Redis refused an HSET: {reply}")
+        got += 1
 
 
 def _iso(micros: int | None) -> str | None:

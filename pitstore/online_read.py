@@ -88,22 +88,21 @@ class OnlineRow:
     views: dict[str, ViewRead] = field(default_factory=dict)
 
 
+def feast_key_parts(join_key: str) -> tuple[bytes, bytes]:
+    """Feast's Redis key for a single string join key (serialization version 3)
+    around the entity value: the bytes before the value's little-endian uint32
+    length, and the bytes after the value."""
+    k = join_key.encode()
+    return struct.pack("<I", 1) + _STRING + struct.pack("<I", len(k)) + k + _STRING, (
+        FEAST_PROJECT.encode()
+    )
+
+
 def redis_entity_key(join_key: str, value: str) -> bytes:
     """Feast's Redis key for a single string join key (serialization version 3)."""
-    k = join_key.encode()
+    prefix, suffix = feast_key_parts(join_key)
     v = value.encode()
-    return b"".join(
-        (
-            struct.pack("<I", 1),
-            _STRING,
-            struct.pack("<I", len(k)),
-            k,
-            _STRING,
-            struct.pack("<I", len(v)),
-            v,
-            FEAST_PROJECT.encode(),
-        )
-    )
+    return prefix + struct.pack("<I", len(v)) + v + suffix
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pitstore.config import Settings
-from pitstore.materialize import _write_batch, encode_rows
+from pitstore.materialize import write_table
 from pitstore.spec import FRAUD_V1, FeatureView
 from serving.app import create_app
 from serving.audit import count_records
@@ -107,7 +107,7 @@ def boundary(view: FeatureView, at: datetime) -> datetime:
 def put_features(
     url: str, entity_rows: dict[str, dict[str, float]], ts: dict[str, datetime]
 ) -> None:
-    """Write one row per entity per view in Feast's Redis layout (encode_rows)."""
+    """Write one row per entity per view in Feast's Redis layout (write_table)."""
     client = redis.Redis.from_url(url)
     for view in FRAUD_V1.views:
         keys = [
@@ -121,7 +121,7 @@ def put_features(
             raw = [entity_rows[k].get(f.name, 1.0) for k in keys]
             data[f.name] = [int(v) for v in raw] if f.dtype == "int64" else [float(v) for v in raw]
         table = pa.table(data)
-        _write_batch(client, list(encode_rows(view, table)))
+        write_table(client, view, table)
 
 
 RISKY = {"A_RISKY": {"txn_count_1h": 9, "amount_mean_30d": 1000.0}}

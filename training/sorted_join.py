@@ -10,6 +10,7 @@ the encodings and the ``as_of``/``as_known`` rules are described in
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -102,8 +103,17 @@ def sort_requests(keys: pa.ChunkedArray | pa.Array, ts_us: np.ndarray) -> Sorted
     )
 
 
+# np.load parses each .npy header with ast.literal_eval, and CPython 3.11's AST
+# constructor keeps its recursion depth in per-interpreter state: two threads
+# parsing at once can fail with "SystemError: AST constructor recursion depth
+# mismatch" (python/cpython#106905; seen in CI on 3.11.7). The views are joined
+# on a thread pool, so header parsing is serialised; mapping the data is not.
+_NPY_HEADER_LOCK = threading.Lock()
+
+
 def _load_npy(path: Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r")
+    with _NPY_HEADER_LOCK:
+        return np.load(path, mmap_mode="r")
 
 
 def _floor_div(a: np.ndarray, unit: int) -> np.ndarray:
