@@ -398,7 +398,12 @@ def test_redis_killed_mid_run(settings: Settings, tmp_path: Path) -> None:
     assert all(f is False for f in phases["before"])
     assert phases["down"] and all(f == "redis_unavailable" for f in phases["down"])
     assert phases["after"][-20:] == [False] * 20, "normal scoring resumed after the restart"
-    assert max(results["latencies"]) < 2.0
+    # Nothing hangs: the server bounds its Redis wait by the budget, so even a
+    # request that met the dead Redis answers in well under a second on a quiet
+    # machine (~0.3 s seen). The bound is loose on purpose: on a machine loaded
+    # by other work one answer took 2.2 s of scheduling delay, which is not a
+    # hang; a hang would run into the client's 10 s timeout.
+    assert max(results["latencies"]) < 5.0
     assert metric(metrics, "pitstore_score_fallbacks_total", reason="redis_unavailable") >= len(
         phases["down"]
     )
