@@ -13,12 +13,12 @@ encoding, so ``FeatureStore.get_online_features`` reads them unchanged.
 
 Atomicity: each entity is written by one HSET of all its fields, which Redis
 applies atomically (an entity's hash is never half old, half new), so batches
-are plain pipelines (encoded column-wise by ``pitstore.resp_encode``, sent on a
-connection of their own, every reply checked) — a MULTI/EXEC around them would
-add nothing but a QUEUED reply per command. The view's ``pitstore:materialized:<view>`` marker moves to
-``W`` only after every batch landed. A crash leaves the marker at the old ``W``;
-rerunning heals (values are recomputed from the offline store, so a rerun writes
-the same bytes).
+are plain pipelines (encoded by ``pitstore.resp_encode``, sent on a connection
+of their own, every reply checked) — a MULTI/EXEC around them would add nothing
+but a QUEUED reply per command. The view's ``pitstore:materialized:<view>``
+marker moves to ``W`` only after every batch landed. A crash leaves the marker
+at the old ``W``; rerunning heals (values are recomputed from the offline store,
+so a rerun writes the same bytes).
 """
 
 from __future__ import annotations

@@ -17,9 +17,12 @@ How a run at watermark ``W`` works (DESIGN.md, "Aggregate rows"):
   the store has never seen, or when the store's newest version at ``T`` differs
   from ``v_W(T)`` (a restatement). The comparison is against versions created
   strictly before ``W``, so re-running ``W`` reproduces the same rows.
-* Only boundaries ``T >= lo`` are recomputed, where ``lo`` is the previous run's
-  watermark, pulled back to the earliest event or label that arrived since.
-  Before ``lo`` nothing can have changed, and the store already agrees with it.
+* Only boundaries ``T >= lo`` are recomputed, where ``lo`` is just after the
+  previous run's watermark (which computed every boundary up to it), pulled back
+  to just after the earliest event that arrived since (an event counts only at
+  boundaries after it) or to the earliest label's ``label_ts`` (a label counts
+  from there on). Before ``lo`` nothing can have changed, and the store already
+  agrees with it.
 """
 
 from __future__ import annotations
@@ -190,7 +193,9 @@ def render_view_sql(view: FeatureView, rel: Relations, dialect: Dialect) -> str:
 
     # Where each entity's recomputation starts (see module docstring).
     arrivals = [
-        f"select t.{key} as entity_key, t.event_us as changed_us from {rel.transactions} t, "
+        # An event counts at the boundaries after it: the first it can change is
+        # one microsecond later (a label counts from its label_ts on, inclusive).
+        f"select t.{key} as entity_key, t.event_us + 1 as changed_us from {rel.transactions} t, "
         "previous_run p "
         f"where t.ingested_us > p.previous_us and t.ingested_us <= {rel.watermark_us}"
     ]
@@ -216,6 +221,9 @@ def render_view_sql(view: FeatureView, rel: Relations, dialect: Dialect) -> str:
     value_cols = ",\n        ".join(
         f"{_feature_expr(f, 'b.boundary_us')} as {f.name}" for f in feats
     )
+    # With the horizon as a literal, boundaries before it are cut in every branch
+    # of event_boundaries (the filter is pushed below the union), before the join.
+    early_cut = "" if rel.horizon_us is None else f"\n      and b.boundary_us >= ({rel.horizon_us})"
     change = " or ".join(f"v.{n} <> coalesce(pv.{n}, 0)" for n in names)
     differs = " or ".join(f"v.{n} <> s.{n}" for n in names)
     out_cols = ",\n    ".join(f"r.{n}" for n in names)
@@ -231,7 +239,7 @@ arrivals as (
 ),
 
 recompute_from as (
-    select entity_key, least(min(changed_us), max(previous_us)) as lo_us
+    select entity_key, least(min(changed_us), max(previous_us) + 1) as lo_us
     from arrivals, previous_run
     group by entity_key
 ),
@@ -270,7 +278,7 @@ candidates as (
     left join recompute_from r on r.entity_key = b.entity_key
     cross join previous_run p
     where b.boundary_us <= {rel.watermark_us}
-      and b.boundary_us >= coalesce(r.lo_us, p.previous_us)
+      and b.boundary_us >= coalesce(r.lo_us, p.previous_us + 1){early_cut}
 ),
 
 -- Values are computed at each candidate and one cadence before it, so a change
@@ -295,7 +303,7 @@ point_values as (
 ),
 
 recompute_from_all as (
-    select distinct s.entity_key, coalesce(r.lo_us, p.previous_us) as lo_us
+    select distinct s.entity_key, coalesce(r.lo_us, p.previous_us + 1) as lo_us
     from (select distinct entity_key from candidates) s
     left join recompute_from r on r.entity_key = s.entity_key
     cross join previous_run p

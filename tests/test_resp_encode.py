@@ -11,6 +11,7 @@ import pytest
 import redis
 
 import pitstore.materialize as mat
+from pitstore import resp_encode
 from pitstore.config import Settings
 from pitstore.online_read import read_features, resp_command
 from pitstore.resp_encode import hset_commands
@@ -49,8 +50,15 @@ def row_wise(view: FeatureView, table: pa.Table) -> list[bytes]:
     ]
 
 
+@pytest.fixture(params=["kernel", "rows"])
+def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both encoders: the compiled one (forced for small tables) and the row-wise one."""
+    monkeypatch.setattr(resp_encode, "KERNEL_MIN_ROWS", 1 if request.param == "kernel" else 10**9)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("view", FEATURE_VIEWS, ids=lambda v: v.name)
-def test_columns_encode_the_same_bytes_as_rows(view: FeatureView) -> None:
+def test_columns_encode_the_same_bytes_as_rows(view: FeatureView, encoder: str) -> None:
     rng = random.Random(view.name)
     table = random_table(rng, view, 2_000)
     # Several chunks per column, as a multi-file DuckDB result has.
@@ -65,7 +73,7 @@ def test_columns_encode_the_same_bytes_as_rows(view: FeatureView) -> None:
     assert bytes(got.batch(1_990, 2_000)) == b"".join(want[1_990:])
 
 
-def test_empty_table_and_null_key() -> None:
+def test_empty_table_and_null_key(encoder: str) -> None:
     view = ACCOUNT_DAILY
     fields = [mat.feature_field(view.name, f.name) for f in view.features]
     empty = random_table(random.Random(1), view, 3).slice(0, 0)
@@ -77,7 +85,7 @@ def test_empty_table_and_null_key() -> None:
 
 
 def test_bulk_write_reads_back_and_refuses_wrongtype(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, encoder: str
 ) -> None:
     """Batches of 7 (one in flight), read back through the serving read path; a
     key held by another type makes Redis refuse that HSET, and the write raises
