@@ -93,7 +93,13 @@ def deduped(
         # no footer-reading job to infer it.
         state = spark.read.schema(nullable(new.schema)).parquet(*files) if files else None
         if state is not None:
-            new = new.join(state.select("transaction_id"), "transaction_id", "left_anti")
+            # The ids of the few new rows the state already holds, found by probing a
+            # hash of the new ids with the state's (no sort of the whole state).
+            from pyspark.sql import functions as F
+
+            ids = F.broadcast(new.select("transaction_id"))
+            known = state.select("transaction_id").join(ids, "transaction_id", "left_semi")
+            new = new.join(known, "transaction_id", "left_anti")
     new = new.select(*[c.strip() for c in columns.split(",")])
     schema = nullable(new.schema)
     tmp = join(folder, f".tmp-{w_stamp}")

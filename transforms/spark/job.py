@@ -45,6 +45,7 @@ from datetime import UTC, datetime  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from pitstore import landing  # noqa: E402
+from pitstore.render_sql import us  # noqa: E402
 from pitstore.spec import FEATURE_VIEWS  # noqa: E402
 from pitstore.timeutil import from_us, parse_utc, to_us  # noqa: E402
 from pitstore.transform import (  # noqa: E402
@@ -197,6 +198,25 @@ def horizon_bound(prev_us: int, firsts: dict[str, int | None], uses_labels: bool
     return min(x for x in lows if x is not None)
 
 
+def recent_transactions(spark: SparkSession, horizon_us: int) -> None:
+    """Replace ``pit_transactions`` by its events that any view can read, computed once.
+
+    Every view reads only events at or after its horizon minus its longest window and
+    one cadence (render_sql's ``view_events``); ``horizon_us`` is at or below every
+    view's horizon. A new label whose transaction is older changes no value (it counts
+    only at boundaries at or after its label_ts, past that event's windows), so it may
+    drop out of ``arrivals`` too. The three views then read one in-memory copy of the
+    few columns they use instead of each scanning the whole state several times.
+    """
+    lo = horizon_us - max(us(v.max_window) + us(v.cadence) for v in FEATURE_VIEWS)
+    columns = {"transaction_id", "event_us", "ingested_us"}
+    for view in FEATURE_VIEWS:
+        columns.add(view.entity.join_key)
+        columns.update(f.aggregation.input for f in view.features if f.aggregation.input)
+    recent = spark.table("pit_transactions").where(f"event_us >= {lo}").select(*sorted(columns))
+    recent.localCheckpoint(eager=True).createOrReplaceTempView("pit_transactions")
+
+
 def run_job(
     spark: SparkSession, layout: Layout, watermark: datetime, full_refresh: bool = False
 ) -> RunSummary:
@@ -278,6 +298,8 @@ def run_job(
                 )
                 rows.createOrReplaceTempView(f"pit_{name}")
                 firsts[name] = dedupe.column_min(spark, new_file, column)
+            if state_runs is not None:
+                recent_transactions(spark, horizon_bound(prev_us, firsts, True))
             staged_tx.unpersist()
             staged_labels.unpersist()
             # The views are independent: submitting them together lets Spark overlap

@@ -9,11 +9,11 @@ previous_run as (
 ),
 
 arrivals as (
-    select t.account_id as entity_key, t.event_us as changed_us from {{ ref('int_transactions__deduped') }} t, previous_run p where t.ingested_us > p.previous_us and t.ingested_us <= {{ watermark_us() }}
+    select t.account_id as entity_key, t.event_us + 1 as changed_us from {{ ref('int_transactions__deduped') }} t, previous_run p where t.ingested_us > p.previous_us and t.ingested_us <= {{ watermark_us() }}
 ),
 
 recompute_from as (
-    select entity_key, least(min(changed_us), max(previous_us)) as lo_us
+    select entity_key, least(min(changed_us), max(previous_us) + 1) as lo_us
     from arrivals, previous_run
     group by entity_key
 ),
@@ -58,7 +58,7 @@ candidates as (
     left join recompute_from r on r.entity_key = b.entity_key
     cross join previous_run p
     where b.boundary_us <= {{ watermark_us() }}
-      and b.boundary_us >= coalesce(r.lo_us, p.previous_us)
+      and b.boundary_us >= coalesce(r.lo_us, p.previous_us + 1)
 ),
 
 -- Values are computed at each candidate and one cadence before it, so a change
@@ -89,7 +89,7 @@ point_values as (
 ),
 
 recompute_from_all as (
-    select distinct s.entity_key, coalesce(r.lo_us, p.previous_us) as lo_us
+    select distinct s.entity_key, coalesce(r.lo_us, p.previous_us + 1) as lo_us
     from (select distinct entity_key from candidates) s
     left join recompute_from r on r.entity_key = s.entity_key
     cross join previous_run p
