@@ -47,8 +47,7 @@ from pitstore.timeutil import from_us, to_us
 
 MARKER = "pitstore:materialized:{view}"
 BATCH = 2_000  # commands per pipelined round trip
-# Rows encoded at a time: bounds the payload's memory (~300 bytes a row) and
-# keeps each Arrow concatenation far from its 2 GiB offset limit.
+# Rows encoded at a time: bounds the payload's memory (~300-700 bytes a row).
 ENCODE_ROWS = 100_000
 
 
@@ -233,7 +232,7 @@ def write_table(client: redis.Redis, view: FeatureView, table: pa.Table) -> int:
         # redis-py did AUTH, SELECT and TLS on this connection; the bulk I/O is ours.
         sock = conn._sock  # type: ignore[attr-defined]
         assert sock is not None
-        reader = hiredis.Reader()
+        reader, buf = hiredis.Reader(), bytearray(1 << 16)
         pending = 0
         for lo in range(0, table.num_rows, ENCODE_ROWS):
             commands = hset_commands(view, table.slice(lo, ENCODE_ROWS), fields)
@@ -241,10 +240,10 @@ def write_table(client: redis.Redis, view: FeatureView, table: pa.Table) -> int:
                 stop = min(start + BATCH, commands.n)
                 _write_batch(sock, commands.batch(start, stop))
                 if pending:
-                    _read_replies(sock, reader, pending)
+                    _read_replies(sock, reader, buf, pending)
                 pending = stop - start
         if pending:
-            _read_replies(sock, reader, pending)
+            _read_replies(sock, reader, buf, pending)
     except (OSError, redis.exceptions.RedisError) as exc:
         raise MaterializeError(f"writing {view.name} to Redis failed: {exc}") from exc
     finally:
@@ -256,9 +255,9 @@ def _write_batch(sock: socket.socket, payload: memoryview) -> None:
     sock.sendall(payload)
 
 
-def _read_replies(sock: socket.socket, reader: hiredis.Reader, n: int) -> None:
-    """Read ``n`` replies; an error reply (say WRONGTYPE, OOM) raises."""
-    buf = bytearray(1 << 16)
+def _read_replies(sock: socket.socket, reader: hiredis.Reader, buf: bytearray, n: int) -> None:
+    """Read ``n`` replies into ``buf``, then ``reader``; an error reply (say
+    WRONGTYPE, OOM) raises."""
     got = 0
     while got < n:
         reply = reader.gets()
