@@ -158,6 +158,7 @@ def pooled(chunks: list[tuple[Run, dict[str, Any]]]) -> dict[str, Any]:
     for run, figures in chunks:
         merged.latencies_s += run.latencies_s
         merged.send_lag_s += run.send_lag_s
+        merged.client_lag_s += run.client_lag_s
         merged.statuses += run.statuses
         merged.transport_errors += run.transport_errors
         statuses.update(figures["statuses"])

@@ -63,3 +63,42 @@ def test_open_loop_counts_queueing_from_the_scheduled_time() -> None:
         assert run.summary()["p99_ms"] > 200  # type: ignore[operator]
 
     asyncio.run(go())
+
+
+def test_open_loop_tells_a_server_backlog_from_client_lag() -> None:
+    """Behind a backlog (one connection, the server at half the arrival rate) the
+    sends are late by hundreds of ms, but none of that is the client's own lag:
+    each request went out as soon as the connection was free."""
+
+    async def go() -> None:
+        server, port = await serve(0.02)
+        async with server:
+            run = await open_loop("127.0.0.1", port, requests(port, 60), 100.0, connections=1)
+        figures = run.summary()
+        assert figures["send_late_p99_ms"] > 200  # type: ignore[operator]
+        assert figures["client_send_lag_p99_ms"] < 20  # type: ignore[operator]
+
+    asyncio.run(go())
+
+
+def test_open_loop_with_free_connections_sends_on_time() -> None:
+    async def go() -> None:
+        server, port = await serve(0.0)
+        async with server:
+            run = await open_loop("127.0.0.1", port, requests(port, 100), 200.0, connections=8)
+        assert run.transport_errors == 0 and len(run.statuses) == 100
+        figures = run.summary()
+        # Nothing waits for a connection, so all lateness is the client's own.
+        assert figures["send_late_p99_ms"] == figures["client_send_lag_p99_ms"]
+        assert figures["client_send_lag_p99_ms"] < 50  # type: ignore[operator]
+
+    asyncio.run(go())
+
+
+def test_a_lagging_client_makes_a_latency_unjudged() -> None:
+    from bench.run import client_bound
+
+    assert client_bound({"p99_ms": 100.0, "client_send_lag_p99_ms": 20.0})
+    assert not client_bound({"p99_ms": 100.0, "client_send_lag_p99_ms": 5.0})
+    assert not client_bound({"p99_ms": 2.0, "client_send_lag_p99_ms": 0.9})  # under 1 ms
+    assert not client_bound({"p99_ms": 2.0})  # closed loop: no schedule to lag behind
