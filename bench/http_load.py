@@ -64,6 +64,11 @@ class Connection:
         self.writer.close()
 
 
+def _ms(seconds: list[float]) -> np.ndarray:
+    """Durations in ms; one zero for an empty list, so percentiles stay defined."""
+    return np.array(seconds) * 1000 if seconds else np.zeros(1)
+
+
 @dataclass
 class Run:
     """One load run: per-request results in send order (index into the request list)."""
@@ -90,7 +95,7 @@ class Run:
         self.bodies.append(body)
 
     def summary(self) -> dict[str, object]:
-        lat = np.array(self.latencies_s) * 1000 if self.latencies_s else np.zeros(1)
+        lat = _ms(self.latencies_s)
         out: dict[str, object] = {
             "load": self.kind,
             "requests": len(self.statuses),
@@ -102,11 +107,11 @@ class Run:
             "transport_errors": self.transport_errors,
         }
         if self.target_rps is not None:
-            late = np.array(self.send_lag_s) * 1000 if self.send_lag_s else np.zeros(1)
-            lag = np.array(self.client_lag_s) * 1000 if self.client_lag_s else np.zeros(1)
             out["target_rps"] = round(self.target_rps, 1)
-            out["send_late_p99_ms"] = round(float(np.percentile(late, 99)), 3)
-            out["client_send_lag_p99_ms"] = round(float(np.percentile(lag, 99)), 3)
+            out["send_late_p99_ms"] = round(float(np.percentile(_ms(self.send_lag_s), 99)), 3)
+            out["client_send_lag_p99_ms"] = round(
+                float(np.percentile(_ms(self.client_lag_s), 99)), 3
+            )
         return out
 
 
@@ -119,8 +124,8 @@ async def closed_loop(
 ) -> Run:
     """Saturating load: ``connections`` requests always in flight, for ``seconds``
     (or until ``requests`` run out)."""
-    quiesce_gc()
     conns = await _open_all(host, port, connections)
+    quiesce_gc()
     run = Run("closed", 0.0)
     next_index = 0
     start = time.perf_counter()
@@ -161,8 +166,8 @@ async def open_loop(
     for the latencies to be the server's; ``send_late_p99_ms`` adds the waits for
     a free connection (a backlog at the server).
     """
-    quiesce_gc()
     conns = await _open_all(host, port, connections)
+    quiesce_gc()
     gaps = np.random.default_rng(seed).exponential(1.0 / rate, size=len(requests))
     offsets = (np.cumsum(gaps) - gaps[0]).tolist()
     run = Run("open", 0.0, target_rps=rate)

@@ -194,6 +194,17 @@ def client_bound(x: dict[str, Any]) -> bool:
     return lag is not None and float(lag) > max(1.0, CLIENT_LAG_MAX_SHARE * float(x["p99_ms"]))
 
 
+def _score_goal_met(
+    errors: int, audit_matches: bool, lagged: list[str], p99_ratio: float | None
+) -> bool | None:
+    """#3's verdict; None when the latencies can't be judged."""
+    if errors or not audit_matches:
+        return False  # whatever the client did
+    if lagged or p99_ratio is None:
+        return None
+    return p99_ratio <= SCORE_P99_VS_NOOP_MAX
+
+
 def _score_figures(x: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "max_throughput_rps",
@@ -260,12 +271,7 @@ def _score(settings: Any, size_name: str) -> dict[str, Any]:
             "p99_vs_noop_max": SCORE_P99_VS_NOOP_MAX,
             "errors_max": 0,
             "client_lag_max_share_of_p99": CLIENT_LAG_MAX_SHARE,
-            # Errors and a wrong audit fail the goal whatever the client did.
-            "met": False
-            if errors or not audit["matches"]
-            else None
-            if lagged or p99_ratio is None
-            else p99_ratio <= SCORE_P99_VS_NOOP_MAX,
+            "met": _score_goal_met(errors, bool(audit["matches"]), lagged, p99_ratio),
         },
         "method": res["method"],
         "pinning": res["pinning"],
