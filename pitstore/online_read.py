@@ -217,7 +217,7 @@ class OnlineReader:
             replies = execute_packed(client, payload, n)
         except redis.exceptions.RedisError as exc:
             raise OnlineReadError(f"online read failed: {exc}") from exc
-        return self._decode(replies, len(entity_rows), at_us, apply_ttl)
+        return self.decode(replies, [at_us] * len(entity_rows), apply_ttl)
 
     def encode_hmgets(self, entity_rows: Sequence[Mapping[str, str]]) -> tuple[bytes, int]:
         """One HMGET per (row, entity group), in decode order, as one RESP payload;
@@ -244,16 +244,23 @@ class OnlineReader:
             replies = await client.execute(payload, n)
         except redis.exceptions.RedisError as exc:
             raise OnlineReadError(f"online read failed: {exc}") from exc
-        return self._decode(replies, len(entity_rows), at_us, apply_ttl)
+        return self.decode(replies, [at_us] * len(entity_rows), apply_ttl)
 
-    def _decode(
-        self, replies: list[Any], n_rows: int, at_us: int, apply_ttl: bool
+    def validate(self, entity_rows: Sequence[Mapping[str, str]]) -> None:
+        """Raise OnlineReadError unless every row has exactly the service's join keys."""
+        self._validate(entity_rows)
+
+    def decode(
+        self, replies: Sequence[Any], ats_us: Sequence[int], apply_ttl: bool = True
     ) -> list[OnlineRow]:
+        """The rows of ``encode_hmgets``'s replies; row ``r``'s TTL and ages are
+        relative to ``ats_us[r]`` (epoch µs). A per-row reference time lets one
+        round trip serve requests with different event times (``serving.batching``)."""
         out: list[OnlineRow] = []
         n_groups = len(self.groups)
         # Many rows share a boundary: decode each distinct _ts once per read.
-        stamps: dict[bytes, tuple[int, datetime, timedelta]] = {}
-        for r in range(n_rows):
+        stamps: dict[bytes, tuple[int, datetime]] = {}
+        for r, at_us in enumerate(ats_us):
             values: dict[str, Any] = {}
             reads: dict[str, ViewRead] = {}
             for gi, g in enumerate(self.groups):
@@ -267,12 +274,9 @@ class OnlineReader:
                         if hit is None:
                             t = Timestamp.FromString(raw_ts)
                             ts_us = t.seconds * 1_000_000 + t.nanos // 1000
-                            hit = stamps[raw_ts] = (
-                                ts_us,
-                                from_us(ts_us),
-                                timedelta(microseconds=at_us - ts_us),
-                            )
-                        ts_us, ts, age = hit
+                            hit = stamps[raw_ts] = (ts_us, from_us(ts_us))
+                        ts_us, ts = hit
+                        age = timedelta(microseconds=at_us - ts_us)
                         stale = hide = apply_ttl and at_us - ts_us > plan.ttl_us
                     reads[plan.name] = ViewRead(ts, age, stale)
                     if hide:

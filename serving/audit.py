@@ -4,10 +4,14 @@ Layout::
 
     <audit_dir>/day=YYYY-MM-DD/part-<start stamp>-<pid>-<seq>.jsonl
 
-One record per line, written with a single ``write`` on an ``O_APPEND`` file
-and made durable with ``fsync`` before ``append`` (or ``append_async``) returns;
-the caller sends the response only after that. Concurrent appends share one
-fsync (group commit).
+One record per line; the records appended in one event-loop iteration are
+written with a single ``write`` on an ``O_APPEND`` file, and made durable
+with ``fsync`` before ``append`` (or ``append_async``) returns; the caller
+sends the response only after that. Concurrent appends share one fsync
+(group commit).
+A failed write or fsync fails every request waiting on it (a 503, "no
+decision"), though whole lines written before the failure stay: the log may
+hold a record that was never answered, never an answer without its record.
 A process never appends to another process's (or an earlier run's) file, so a
 line torn by a crash can only be the last line of a file nobody writes to any
 more; readers skip such a line. Files rotate at the UTC day and at a size
@@ -30,6 +34,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,19 @@ DECISION_ID = re.compile(r"^(\d{8})-[0-9a-f]{32}$")
 
 class AuditError(RuntimeError):
     """The audit log could not be written: the decision must not be returned."""
+
+
+@dataclass
+class _Queued:
+    """The records appended in one event-loop iteration, written together."""
+
+    durable: asyncio.Future[None]
+    lines: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # every waiter may have been cancelled: not "never retrieved"
 
 
 def new_decision_id(now: datetime) -> str:
@@ -64,6 +82,8 @@ class AuditLog:
         self._written = 0
         self._synced = 0
         self._flush: asyncio.Future[None] | None = None  # the fsync in flight, if any
+        self._queued: _Queued | None = None  # records of this loop iteration, not yet written
+        self._syncing: set[asyncio.Task[None]] = set()
         self._fsync_thread = ThreadPoolExecutor(1, thread_name_prefix="audit-fsync")
         self.records = 0
 
@@ -83,31 +103,61 @@ class AuditLog:
         return line
 
     async def append_async(self, record: dict[str, Any]) -> bytes:
-        """``append`` for an event loop: the record is written now and is durable
-        when this returns; the fsync runs on the log's own thread, and one fsync
-        covers every record written before it starts (group commit).
+        """``append`` for an event loop: the record is durable when this returns.
+
+        The records appended in one loop iteration are written with one
+        ``write`` (on the next iteration), and one ``fsync`` on the log's own
+        thread covers every record written before it starts (group commit).
 
         Why: an fsync per request on the event loop was ~15% of a request's
         loop time (0.2-2 ms each, more when the disk is busy) and stalled every
-        other request meanwhile. os.fsync releases the GIL, so the loop keeps
-        serving while the disk works; requests arriving during an fsync share
-        the next one."""
-        line, seq = self._write(record)
+        other request meanwhile; os.fsync releases the GIL, so the loop keeps
+        serving while the disk works. A ``write`` per record was a syscall per
+        request (~0.3 ms of CPU each on a 2-core VM, profiled); under load the
+        records of one iteration now share it."""
+        line = encode(record)  # serialise first: bad data fails this request alone
+        day = str(record["decided_at"])[:10]
         loop = asyncio.get_running_loop()
-        while self._synced < seq:
-            flush = self._flush
-            if flush is None:
-                flush = self._flush = loop.run_in_executor(self._fsync_thread, self._sync_all)
-            try:
-                # shield: a cancelled request must not cancel the flush others await
-                await asyncio.shield(flush)
-            except OSError as exc:
-                raise AuditError(f"audit log write failed: {exc}") from exc
-            finally:
-                if self._flush is flush and flush.done():
-                    self._flush = None  # the next writer starts the next fsync
+        batch = self._queued
+        if batch is None:
+            batch = self._queued = _Queued(loop.create_future())
+            batch.durable.add_done_callback(_retrieve)  # all waiters may have gone
+            loop.call_soon(self._write_queued)
+        batch.lines.append((day, line))
+        # shield: a cancelled request must not cancel the write others await
+        await asyncio.shield(batch.durable)
         self.records += 1
         return line
+
+    def _write_queued(self) -> None:
+        batch, self._queued = self._queued, None
+        assert batch is not None
+        try:
+            seq = self._write_lines(batch.lines)
+        except AuditError as exc:
+            batch.durable.set_exception(exc)
+            return
+        task = asyncio.ensure_future(self._make_durable(seq, batch.durable))
+        self._syncing.add(task)
+        task.add_done_callback(self._syncing.discard)
+
+    async def _make_durable(self, seq: int, durable: asyncio.Future[None]) -> None:
+        """Resolve ``durable`` once an fsync has covered record ``seq``."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._synced < seq:
+                flush = self._flush
+                if flush is None:
+                    flush = self._flush = loop.run_in_executor(self._fsync_thread, self._sync_all)
+                try:
+                    await flush
+                finally:
+                    if self._flush is flush and flush.done():
+                        self._flush = None  # the next writer starts the next fsync
+        except OSError as exc:
+            durable.set_exception(AuditError(f"audit log write failed: {exc}"))
+        else:
+            durable.set_result(None)
 
     def _sync_all(self) -> None:
         self._sync(self._written)
@@ -115,19 +165,41 @@ class AuditLog:
     def _write(self, record: dict[str, Any]) -> tuple[bytes, int]:
         """Append one whole line (not yet durable); its sequence number for _sync."""
         line = encode(record)  # serialise fully first: no partial record on bad data
-        day = str(record["decided_at"])[:10]
+        return line, self._write_lines([(str(record["decided_at"])[:10], line)])
+
+    def _write_lines(self, lines: list[tuple[str, bytes]]) -> int:
+        """Append whole ``(day, line)``s in order, a ``write`` per run of lines that
+        share a file; the sequence number of the last one (for _sync)."""
         try:
             with self._lock:
-                self._ensure_file(day, len(line))
-                assert self._fd is not None
-                n = os.write(self._fd, line)
-                if n != len(line):
-                    raise OSError(f"short write to the audit log ({n} of {len(line)} bytes)")
-                self._size += n
-                self._written += 1
-                return line, self._written
+                i = 0
+                while i < len(lines):
+                    day, first = lines[i]
+                    self._ensure_file(day, len(first))
+                    room, j, size = self.rotate_bytes - self._size, i + 1, len(first)
+                    while j < len(lines) and lines[j][0] == day and size + len(lines[j][1]) <= room:
+                        size += len(lines[j][1])
+                        j += 1
+                    chunk = first if j == i + 1 else b"".join(line for _, line in lines[i:j])
+                    self._write_chunk(chunk)
+                    self._written += j - i
+                    i = j
+                return self._written
         except OSError as exc:
             raise AuditError(f"audit log write failed: {exc}") from exc
+
+    def _write_chunk(self, chunk: bytes) -> None:
+        assert self._fd is not None
+        try:
+            n = os.write(self._fd, chunk)
+            if n != len(chunk):
+                raise OSError(f"short write to the audit log ({n} of {len(chunk)} bytes)")
+        except OSError:
+            # A torn line must stay the last line of its file (readers skip only
+            # that one): the next record goes to a new file.
+            self._size = self.rotate_bytes + 1
+            raise
+        self._size += n
 
     def _sync(self, seq: int) -> None:
         with self._sync_lock:

@@ -27,6 +27,7 @@ from pitstore.online_read import OnlineReadError, OnlineRow, reader_for
 from pitstore.spec import FeatureService, service_by_name
 from serving import fallback as fb
 from serving.audit import AuditLog, new_decision_id
+from serving.batching import ReadBatcher
 from serving.metrics import Metrics
 from serving.resp_client import RespPool
 from serving.schemas import ScoreRequest
@@ -68,6 +69,12 @@ class ScoringService:
         self.service: FeatureService | None = (
             service_by_name(model.card["feature_service"]) if model is not None else None
         )
+        # Requests reading in the same loop iteration share one round trip.
+        self.reads: ReadBatcher | None = (
+            ReadBatcher(reader_for(self.service), self.client, settings.redis_timeout_s)
+            if self.service is not None
+            else None
+        )
         metrics.model_loaded.set(1 if model is not None else 0)
 
     @property
@@ -77,13 +84,14 @@ class ScoringService:
     # --- the online read ---------------------------------------------------------
 
     async def read(self, req: ScoreRequest) -> FeatureRead:
-        assert self.service is not None
-        rows = [{"account_id": req.account_id, "merchant_id": req.merchant_id}]
-        keys = {v.entity.join_key for v in self.service.views}
-        rows = [{k: v for k, v in rows[0].items() if k in keys}]
-        read = reader_for(self.service).read_async(self.client, rows, req.event_ts)
+        assert self.service is not None and self.reads is not None
+        ids = {"account_id": req.account_id, "merchant_id": req.merchant_id}
+        row = {k: v for k, v in ids.items() if k in self.reads.reader.join_keys}
         try:
-            result = await asyncio.wait_for(read, timeout=self.settings.redis_timeout_s)
+            # the deadline is this request's: giving up leaves the shared round trip be
+            result = await asyncio.wait_for(
+                self.reads.read(row, req.event_ts), timeout=self.settings.redis_timeout_s
+            )
         except TimeoutError:
             self.metrics.redis_errors.labels("deadline").inc()
             return FeatureRead(None, fb.REDIS_TIMEOUT)
@@ -91,7 +99,7 @@ class ScoringService:
             timed_out = isinstance(exc.__cause__, redis.exceptions.TimeoutError)
             self.metrics.redis_errors.labels("timeout" if timed_out else "error").inc()
             return FeatureRead(None, fb.REDIS_TIMEOUT if timed_out else fb.REDIS_UNAVAILABLE)
-        return FeatureRead(result[0], None)
+        return FeatureRead(result, None)
 
     def classify(self, row: OnlineRow) -> str | None:
         """None if every view is usable, else the fallback reason."""
@@ -237,5 +245,7 @@ class ScoringService:
         }
 
     async def aclose(self) -> None:
+        if self.reads is not None:
+            await self.reads.aclose()
         self.audit.close()
         await self.client.aclose()

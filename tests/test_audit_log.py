@@ -94,3 +94,54 @@ def test_failed_fsync_fails_every_waiter_and_the_next_flush_retries(
     assert all(isinstance(r, bytes) for r in asyncio.run(burst(3)))
     assert log._synced == log._written
     log.close()
+
+
+def test_one_iterations_records_share_a_write_and_respect_rotation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = AuditLog(tmp_path, rotate_bytes=1000)
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", counting_write)
+
+    async def burst() -> list[bytes]:
+        return list(await asyncio.gather(*(log.append_async(record(i)) for i in range(40))))
+
+    lines = asyncio.run(burst())
+    log.close()
+    line_size = len(lines[0])
+    files = sorted(tmp_path.glob("day=*/*.jsonl"))
+    assert count_records(tmp_path) == 40 == log.records
+    assert len(writes) == len(files) >= 40 * line_size // 1000  # a write per file, not per line
+    assert all(f.stat().st_size <= 1000 for f in files)
+
+
+def test_a_short_write_fails_its_batch_and_the_next_record_starts_a_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = AuditLog(tmp_path)
+    log.append(record(-1))
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
+
+    async def burst(n: int) -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(log.append_async(record(i)) for i in range(n)), return_exceptions=True
+            )
+        )
+
+    assert all(isinstance(r, AuditError) for r in asyncio.run(burst(4)))
+    monkeypatch.setattr(os, "write", real_write)
+    assert all(isinstance(r, bytes) for r in asyncio.run(burst(2)))
+    log.close()
+    assert len(list(tmp_path.glob("day=*/*.jsonl"))) == 2  # the torn line ends the first file
+    # The first, the two whole lines before the tear (their requests were told
+    # "no decision": the log may hold more than was answered, never less) and the
+    # last two; the torn line is skipped.
+    assert count_records(tmp_path) == 5

@@ -179,7 +179,7 @@ def serving_settings(
     settings: Settings, redis_url: str | None = None, **over: Any
 ) -> ServingSettings:
     return ServingSettings(
-        home=settings.home, redis_url=redis_url or settings.redis_url, budget_ms=200, **over
+        home=settings.home, redis_url=redis_url or settings.redis_url, **{"budget_ms": 200, **over}
     )
 
 
@@ -383,7 +383,10 @@ def test_redis_killed_mid_run(settings: Settings, tmp_path: Path) -> None:
     try:
         put_features(url, {**RISKY, **CALM, **MERCHANT}, {})
         redis.Redis.from_url(url).save()  # the restart reloads the same features
-        ss = serving_settings(settings, redis_url=url)
+        # A dead Redis refuses connections at once, so the outage shows whatever
+        # the budget; a roomy one keeps a slow VM's scheduling stall (a 100 ms
+        # read was seen under 8 clients) from passing for a Redis timeout.
+        ss = serving_settings(settings, redis_url=url, budget_ms=1000)
         with Server(ss) as server:
             results = asyncio.run(load_with_outage(server.url, procs, port, tmp_path))
             with httpx.Client(base_url=server.url, timeout=5) as http:

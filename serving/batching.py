@@ -1,0 +1,111 @@
+"""One Redis round trip for the online reads of requests that arrive together.
+
+Why: a read per request cost each request its own socket send and receive, the
+event-loop wake-ups around them and redis-server's wake-up; on a 2-core VM
+that was ~1.4 ms of CPU per request (profiled: ``socket.send`` alone), about
+as much as scoring. Under load, many requests reach their read in the same
+event-loop iteration: ``ReadBatcher`` sends all their ``HMGET``s as one
+pipeline and hands each request its own row, so a request gets *cheaper* as
+the load rises, where before the server's cost per request grew with it.
+
+Nothing waits for a batch to fill: the batch is sent on the next loop
+iteration (``call_soon``), so a lone request pays one iteration, not a timer.
+A request's deadline is its own (``asyncio.wait_for`` on its future): a
+request that gives up does not cancel the round trip the others share, and
+the round trip has its own time limit so a hung Redis cannot pile tasks up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+from typing import NamedTuple
+
+import redis
+
+from pitstore.online_read import AsyncRedis, OnlineReader, OnlineReadError, OnlineRow
+from pitstore.timeutil import to_us
+
+
+class _Waiting(NamedTuple):
+    row: Mapping[str, str]
+    at_us: int
+    answer: asyncio.Future[OnlineRow]
+
+
+class ReadBatcher:
+    """Coalesce ``read`` calls made in one event-loop iteration into pipelined
+    round trips of at most ``max_rows`` rows each (same keys, fields and
+    decoding as ``OnlineReader.read_async``; row ``i``'s TTL is judged at its
+    own ``at``)."""
+
+    def __init__(
+        self, reader: OnlineReader, client: AsyncRedis, timeout_s: float, max_rows: int = 64
+    ) -> None:
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        self.reader = reader
+        self.client = client
+        self.timeout_s = timeout_s
+        self.max_rows = max_rows
+        self.round_trips = 0  # counters, for metrics and tests
+        self.rows_read = 0
+        self._waiting: list[_Waiting] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    def read(self, row: Mapping[str, str], at: datetime) -> asyncio.Future[OnlineRow]:
+        """The future of ``row``'s features at ``at``; OnlineReadError (raised now
+        for a malformed row, or set on the future if Redis fails)."""
+        self.reader.validate([row])
+        at_us = to_us(at)  # refuses naive datetimes, before anything is queued
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[OnlineRow] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._send)
+        self._waiting.append(_Waiting(row, at_us, answer))
+        return answer
+
+    def _send(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        live = [w for w in waiting if not w.answer.done()]  # not given up meanwhile
+        for start in range(0, len(live), self.max_rows):
+            task = asyncio.ensure_future(self._round_trip(live[start : start + self.max_rows]))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _round_trip(self, batch: list[_Waiting]) -> None:
+        self.round_trips += 1
+        self.rows_read += len(batch)
+        try:
+            payload, n_replies = self.reader.encode_hmgets([w.row for w in batch])
+            async with asyncio.timeout(self.timeout_s):
+                replies = await self.client.execute(payload, n_replies)
+            rows = self.reader.decode(replies, [w.at_us for w in batch])
+        except TimeoutError as exc:
+            self._fail(batch, redis.exceptions.TimeoutError("online read timed out"), exc)
+        except Exception as exc:  # every waiter gets an answer, whatever went wrong
+            self._fail(batch, exc, exc)
+        else:
+            for w, row in zip(batch, rows, strict=True):
+                if not w.answer.done():
+                    w.answer.set_result(row)
+
+    @staticmethod
+    def _fail(batch: list[_Waiting], cause: BaseException, context: BaseException) -> None:
+        for w in batch:
+            if not w.answer.done():
+                error = OnlineReadError(f"online read failed: {cause}")
+                error.__cause__ = cause
+                error.__context__ = context
+                w.answer.set_exception(error)
+
+    async def aclose(self) -> None:
+        """Cancel the round trips in flight, and the reads waiting for one."""
+        tasks = list(self._in_flight)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for w in self._waiting:
+            w.answer.cancel()
+        self._waiting = []

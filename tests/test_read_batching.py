@@ -1,0 +1,109 @@
+"""Coalesced online reads (serving.batching) against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+from test_serving import put_features
+
+from pitstore.config import Settings
+from pitstore.online_read import OnlineReadError, reader_for
+from pitstore.spec import FRAUD_V1
+from serving.batching import ReadBatcher
+from serving.resp_client import RespPool
+
+
+def rows_and_times() -> list[tuple[dict[str, str], datetime]]:
+    now = datetime.now(UTC)
+    return [
+        ({"account_id": "A1", "merchant_id": "M1"}, now),
+        ({"account_id": "A2", "merchant_id": "M1"}, now + timedelta(minutes=5)),
+        ({"account_id": "nobody", "merchant_id": "M1"}, now),
+        # the same account far later: its hourly view is past its TTL there
+        ({"account_id": "A1", "merchant_id": "M1"}, now + timedelta(days=3)),
+    ]
+
+
+def test_reads_of_one_iteration_share_one_round_trip(settings: Settings) -> None:
+    accounts = {"A1": {"txn_count_1h": 3, "amount_mean_30d": 1234.5}, "A2": {"txn_count_1h": 1}}
+    put_features(settings.redis_url, {**accounts, "M1": {}}, {})
+    reader = reader_for(FRAUD_V1)
+    asked = rows_and_times()
+    plain = redis.Redis.from_url(settings.redis_url)
+    expected = [reader.read(plain, [row], at)[0] for row, at in asked]
+
+    async def batched() -> tuple[list[Any], ReadBatcher]:
+        pool = RespPool(settings.redis_url, connect_timeout_s=1.0)
+        batcher = ReadBatcher(reader, pool, timeout_s=2.0)
+        try:
+            got = await asyncio.gather(*(batcher.read(row, at) for row, at in asked))
+            return got, batcher
+        finally:
+            await batcher.aclose()
+            await pool.aclose()
+
+    got, batcher = asyncio.run(batched())
+    assert got == expected  # each row judged at its own time
+    assert batcher.round_trips == 1 and batcher.rows_read == 4
+    assert got[0].values["account_hourly__txn_count_1h"] == 3
+    assert got[3].views["account_hourly"].stale and not got[0].views["account_hourly"].stale
+
+
+def test_batches_are_split_at_max_rows_and_skip_reads_given_up(settings: Settings) -> None:
+    put_features(settings.redis_url, {"A1": {}, "M1": {}}, {})
+    row = {"account_id": "A1", "merchant_id": "M1"}
+
+    async def go() -> tuple[ReadBatcher, list[Any]]:
+        pool = RespPool(settings.redis_url, connect_timeout_s=1.0)
+        batcher = ReadBatcher(reader_for(FRAUD_V1), pool, timeout_s=2.0, max_rows=2)
+        try:
+            futures = [batcher.read(row, datetime.now(UTC)) for _ in range(6)]
+            futures[0].cancel()  # its deadline passed before the batch left
+            got = await asyncio.gather(*futures[1:])
+            return batcher, got
+        finally:
+            await batcher.aclose()
+            await pool.aclose()
+
+    batcher, got = asyncio.run(go())
+    assert batcher.rows_read == 5 and batcher.round_trips == 3
+    assert all(r.views["account_daily"].event_timestamp is not None for r in got)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_failed_round_trip_answers_every_waiter() -> None:
+    async def go() -> list[BaseException]:
+        pool = RespPool(f"redis://127.0.0.1:{closed_port()}/0", connect_timeout_s=0.5)
+        batcher = ReadBatcher(reader_for(FRAUD_V1), pool, timeout_s=1.0)
+        row = {"account_id": "A1", "merchant_id": "M1"}
+        futures = [batcher.read(row, datetime.now(UTC)) for _ in range(3)]
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    errors = asyncio.run(go())
+    assert all(isinstance(e, OnlineReadError) for e in errors)
+    assert all(isinstance(e.__cause__, redis.exceptions.ConnectionError) for e in errors)
+
+
+def test_a_malformed_row_is_refused_before_anything_is_queued(settings: Settings) -> None:
+    async def go() -> ReadBatcher:
+        pool = RespPool(settings.redis_url, connect_timeout_s=1.0)
+        batcher = ReadBatcher(reader_for(FRAUD_V1), pool, timeout_s=1.0)
+        with pytest.raises(OnlineReadError, match="needs exactly"):
+            batcher.read({"account_id": "A1"}, datetime.now(UTC))
+        with pytest.raises(ValueError):
+            batcher.read({"account_id": "A1", "merchant_id": "M1"}, datetime(2026, 1, 1))
+        await asyncio.sleep(0)
+        await pool.aclose()
+        return batcher
+
+    assert asyncio.run(go()).round_trips == 0
