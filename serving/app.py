@@ -126,7 +126,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics = Metrics()
-        audit = AuditLog(settings.resolved_audit_dir, settings.audit_rotate_mb * 2**20)
+        audit = AuditLog(
+            settings.resolved_audit_dir,
+            settings.audit_rotate_mb * 2**20,
+            fsync_on_thread=settings.audit_fsync_thread,
+        )
         app.state.service = ScoringService(settings, load_model(settings), audit, metrics)
         freeze_startup_heap()
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)

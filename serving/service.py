@@ -69,6 +69,9 @@ class ScoringService:
         self.service: FeatureService | None = (
             service_by_name(model.card["feature_service"]) if model is not None else None
         )
+        # At most this many requests between their read and their audit record;
+        # the rest wait their turn in arrival order (see ``max_in_flight``).
+        self.admitted = asyncio.Semaphore(settings.max_in_flight)
         # Requests reading in the same loop iteration share one round trip.
         self.reads: ReadBatcher | None = (
             ReadBatcher(reader_for(self.service), self.client, settings.redis_timeout_s)
@@ -127,14 +130,20 @@ class ScoringService:
         self, req: ScoreRequest, started: float, now: datetime
     ) -> tuple[dict[str, Any], bytes]:
         """The decision record and its JSON, as appended (durably) to the audit log."""
+        async with self.admitted:
+            return await self._score(req, started, now)
+
+    async def _score(
+        self, req: ScoreRequest, started: float, now: datetime
+    ) -> tuple[dict[str, Any], bytes]:
         read = FeatureRead(None, fb.MODEL_UNAVAILABLE)
         if self.model is not None:
             read = await self.read(req)
         # Scoring (~0.3 ms of CPU) runs on the event loop: every hop to a worker
         # thread and back cost a GIL hand-off of up to the 5 ms switch interval
         # under load, which made the p99 (measured: two hops ~150 ms, one ~60 ms,
-        # none ~35 ms at 70% of max). The audit fsync runs on the log's own thread,
-        # shared by the requests that finish meanwhile (``AuditLog.append_async``).
+        # none ~35 ms at 70% of max). The requests deciding in one loop iteration
+        # share one audit write and fsync (``AuditLog.append_async``).
         record, reason = self._decide(req, read, started, now)
         line = await self.audit.append_async(record)  # durable before the response exists
         self.metrics.audit_records.inc()

@@ -33,10 +33,15 @@ class CountingFsync:
         self.real(fd)
 
 
+# Both ways of running the fsync: on the event loop (the default) and on the log's thread.
+BOTH = pytest.mark.parametrize("on_thread", [False, True], ids=["inline", "thread"])
+
+
+@BOTH
 def test_concurrent_appends_share_fsyncs_and_all_are_durable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_thread: bool
 ) -> None:
-    log = AuditLog(tmp_path)
+    log = AuditLog(tmp_path, fsync_on_thread=on_thread)
     log.append(record(-1))  # opens the file (its own fsyncs are not counted)
     fsync = CountingFsync()
     monkeypatch.setattr(os, "fsync", fsync)
@@ -55,10 +60,11 @@ def test_concurrent_appends_share_fsyncs_and_all_are_durable(
     assert find_decision(tmp_path, first.split('"decision_id":"')[1].split('"')[0]) is not None
 
 
+@BOTH
 def test_sequential_appends_are_each_durable_before_returning(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_thread: bool
 ) -> None:
-    log = AuditLog(tmp_path)
+    log = AuditLog(tmp_path, fsync_on_thread=on_thread)
 
     async def one_by_one() -> None:
         for i in range(5):
@@ -71,10 +77,11 @@ def test_sequential_appends_are_each_durable_before_returning(
     assert count_records(tmp_path) == 5
 
 
+@BOTH
 def test_failed_fsync_fails_every_waiter_and_the_next_flush_retries(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_thread: bool
 ) -> None:
-    log = AuditLog(tmp_path)
+    log = AuditLog(tmp_path, fsync_on_thread=on_thread)
     log.append(record(-1))
     fsync = CountingFsync(fail=True)
     monkeypatch.setattr(os, "fsync", fsync)

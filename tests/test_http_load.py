@@ -102,3 +102,23 @@ def test_a_lagging_client_makes_a_latency_unjudged() -> None:
     assert not client_bound({"p99_ms": 100.0, "client_send_lag_p99_ms": 5.0})
     assert not client_bound({"p99_ms": 2.0, "client_send_lag_p99_ms": 0.9})  # under 1 ms
     assert not client_bound({"p99_ms": 2.0})  # closed loop: no schedule to lag behind
+
+
+def test_the_score_verdict_counts_fallback_answers_against_the_goal() -> None:
+    from bench.run import _score_goal_met as met
+
+    assert met(0, True, 0.0, [], 2.5) is True
+    assert met(0, True, 0.15, [], 2.5) is False  # rules instead of the model at 70% load
+    assert met(0, True, 0.01, [], 2.5) is True  # the bound itself passes
+    assert met(1, True, 0.0, [], 1.0) is False  # an error, whatever the latency
+    assert met(0, False, 0.0, [], 1.0) is False  # the audit log disagrees with the answers
+    assert met(0, True, 0.0, ["no-op"], 2.5) is None  # latencies measured on the client
+    assert met(0, True, 0.0, [], 3.5) is False
+
+
+def test_max_throughput_counts_full_quality_answers_only() -> None:
+    from bench.score_load import goodput
+
+    pitstore = {"requests": 100, "seconds": 2.0, "fallbacks": {"False": 80, "redis_timeout": 20}}
+    assert goodput(pitstore) == 40.0  # fallback answers are not capacity
+    assert goodput({"requests": 100, "seconds": 2.0}) == 50.0  # the no-op answers nothing else

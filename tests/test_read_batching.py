@@ -107,3 +107,44 @@ def test_a_malformed_row_is_refused_before_anything_is_queued(settings: Settings
         return batcher
 
     assert asyncio.run(go()).round_trips == 0
+
+
+@pytest.mark.parametrize(("max_in_flight", "round_trips"), [(1, 6), (16, 1)])
+def test_concurrent_decisions_share_reads_within_the_admission_bound(
+    settings: Settings, max_in_flight: int, round_trips: int
+) -> None:
+    from test_serving import CALM, MERCHANT, RISKY, serving_settings, train_tiny_model, txn
+
+    from serving.app import load_model
+    from serving.audit import AuditLog, count_records
+    from serving.metrics import Metrics
+    from serving.schemas import ScoreRequest
+    from serving.service import ScoringService
+
+    train_tiny_model(settings.home)
+    put_features(settings.redis_url, {**RISKY, **CALM, **MERCHANT}, {})
+    ss = serving_settings(settings, max_in_flight=max_in_flight, budget_ms=2000)
+    requests = [
+        ScoreRequest.model_validate(
+            txn(transaction_id=f"t-{i}", account_id=("A_RISKY", "A_CALM")[i % 2])
+        )
+        for i in range(6)
+    ]
+
+    async def go() -> tuple[list[dict[str, Any]], ReadBatcher]:
+        service = ScoringService(ss, load_model(ss), AuditLog(ss.resolved_audit_dir), Metrics())
+        try:
+            now = datetime.now(UTC)
+            done = await asyncio.gather(*(service.score(r, 0.0, now) for r in requests))
+            assert service.reads is not None
+            return [record for record, _ in done], service.reads
+        finally:
+            await service.aclose()
+
+    records, reads = asyncio.run(go())
+    assert reads.round_trips == round_trips and reads.rows_read == 6
+    assert [r["transaction_id"] for r in records] == [f"t-{i}" for i in range(6)]
+    assert all(r["fallback"] is False for r in records)  # each got its own account's row
+    assert records[0]["features"]["account_hourly"]["values"]["txn_count_1h"] == 9
+    assert records[1]["features"]["account_hourly"]["values"]["txn_count_1h"] == 0
+    assert count_records(ss.resolved_audit_dir) == 6
