@@ -191,7 +191,8 @@ class OnlineReader:
         v = value.encode()
         return group.prefix + struct.pack("<I", len(v)) + v + self._suffix
 
-    def _validate(self, entity_rows: Sequence[Mapping[str, str]]) -> None:
+    def validate(self, entity_rows: Sequence[Mapping[str, str]]) -> None:
+        """Raise OnlineReadError unless every row has exactly the service's join keys."""
         for i, row in enumerate(entity_rows):
             extra = row.keys() - self.join_keys
             if extra or len(row) != len(self.join_keys):
@@ -211,7 +212,7 @@ class OnlineReader:
         apply_ttl: bool = True,
     ) -> list[OnlineRow]:
         at_us = to_us(at)  # refuses naive datetimes
-        self._validate(entity_rows)
+        self.validate(entity_rows)
         payload, n = self.encode_hmgets(entity_rows)
         try:
             replies = execute_packed(client, payload, n)
@@ -238,17 +239,13 @@ class OnlineReader:
         """``read`` on an asyncio client (``serving.resp_client.RespPool``): the same
         round trip and decoding, no worker thread."""
         at_us = to_us(at)
-        self._validate(entity_rows)
+        self.validate(entity_rows)
         payload, n = self.encode_hmgets(entity_rows)
         try:
             replies = await client.execute(payload, n)
         except redis.exceptions.RedisError as exc:
             raise OnlineReadError(f"online read failed: {exc}") from exc
         return self.decode(replies, [at_us] * len(entity_rows), apply_ttl)
-
-    def validate(self, entity_rows: Sequence[Mapping[str, str]]) -> None:
-        """Raise OnlineReadError unless every row has exactly the service's join keys."""
-        self._validate(entity_rows)
 
     def decode(
         self, replies: Sequence[Any], ats_us: Sequence[int], apply_ttl: bool = True

@@ -54,6 +54,15 @@ class _Queued:
     lines: list[tuple[str, bytes]] = field(default_factory=list)
 
 
+def _failed(exc: OSError) -> AuditError:
+    return AuditError(f"audit log write failed: {exc}")
+
+
+def _day(record: dict[str, Any]) -> str:
+    """The UTC day of the file a record goes to (``decided_at`` is ISO, UTC)."""
+    return str(record["decided_at"])[:10]
+
+
 def _retrieve(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()  # every waiter may have been cancelled: not "never retrieved"
@@ -101,7 +110,7 @@ class AuditLog:
         try:
             self._sync(seq)
         except OSError as exc:
-            raise AuditError(f"audit log write failed: {exc}") from exc
+            raise _failed(exc) from exc
         self.records += 1
         return line
 
@@ -121,14 +130,13 @@ class AuditLog:
         (1.35 ms against 0.51 ms, measured); the thread pays where an fsync
         mostly *waits* (a network disk), since os.fsync releases the GIL."""
         line = encode(record)  # serialise first: bad data fails this request alone
-        day = str(record["decided_at"])[:10]
         loop = asyncio.get_running_loop()
         batch = self._queued
         if batch is None:
             batch = self._queued = _Queued(loop.create_future())
             batch.durable.add_done_callback(_retrieve)  # all waiters may have gone
             loop.call_soon(self._write_queued)
-        batch.lines.append((day, line))
+        batch.lines.append((_day(record), line))
         # shield: a cancelled request must not cancel the write others await
         await asyncio.shield(batch.durable)
         self.records += 1
@@ -146,7 +154,7 @@ class AuditLog:
             try:
                 self._sync(seq)
             except OSError as exc:
-                batch.durable.set_exception(AuditError(f"audit log write failed: {exc}"))
+                batch.durable.set_exception(_failed(exc))
             else:
                 batch.durable.set_result(None)
             return
@@ -168,7 +176,7 @@ class AuditLog:
                     if self._flush is flush and flush.done():
                         self._flush = None  # the next writer starts the next fsync
         except OSError as exc:
-            durable.set_exception(AuditError(f"audit log write failed: {exc}"))
+            durable.set_exception(_failed(exc))
         else:
             durable.set_result(None)
 
@@ -178,7 +186,7 @@ class AuditLog:
     def _write(self, record: dict[str, Any]) -> tuple[bytes, int]:
         """Append one whole line (not yet durable); its sequence number for _sync."""
         line = encode(record)  # serialise fully first: no partial record on bad data
-        return line, self._write_lines([(str(record["decided_at"])[:10], line)])
+        return line, self._write_lines([(_day(record), line)])
 
     def _write_lines(self, lines: list[tuple[str, bytes]]) -> int:
         """Append whole ``(day, line)``s in order, a ``write`` per run of lines that
@@ -199,7 +207,7 @@ class AuditLog:
                     i = j
                 return self._written
         except OSError as exc:
-            raise AuditError(f"audit log write failed: {exc}") from exc
+            raise _failed(exc) from exc
 
     def _write_chunk(self, chunk: bytes) -> None:
         assert self._fd is not None
