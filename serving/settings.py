@@ -42,15 +42,18 @@ class ServingSettings(BaseSettings):
     audit_dir: Path | None = Field(None, description="Default: <home>/audit.")
     audit_rotate_mb: int = Field(64, ge=1, description="Start a new audit file past this size.")
     max_in_flight: int = Field(
-        16,
+        64,
         ge=1,
         le=4096,
         description="Requests scored at once; later ones wait their turn, in order. "
-        "Why: a request takes a few event-loop iterations (read, decide, log) and "
-        "an iteration does a step of every request in flight, so with no bound a "
-        "burst slowed every request alike and pushed Redis reads past their "
-        "deadline; bounded, the iterations stay short and requests finish in "
-        "arrival order. Large enough for reads and audit writes to batch.",
+        "Why a bound: a request takes a few event-loop iterations (read, decide, "
+        "log) and an iteration does a step of every request in flight, so with no "
+        "bound a burst slowed every request alike and pushed Redis reads past their "
+        "deadline. Why 64, not less: each completion admits as many waiters as "
+        "finished, so a small bound kept requests in the small groups they came "
+        "in, and reads and audit writes batched 2-5 deep where they could have "
+        "gone 10-60 (measured at 1,300 req/s, Poisson: p99 91 ms with 16, 21 ms "
+        "with 64).",
     )
     audit_fsync_thread: bool = Field(
         False,

@@ -75,6 +75,55 @@ def test_batches_are_split_at_max_rows_and_skip_reads_given_up(settings: Setting
     assert all(r.views["account_daily"].event_timestamp is not None for r in got)
 
 
+class HeldPool:
+    """The real pool, with each round trip held until the test lets it go: the
+    reads that come while one is out must wait for it, then leave together."""
+
+    def __init__(self, pool: RespPool) -> None:
+        self.pool = pool
+        self.release = asyncio.Event()
+        self.calls = 0
+
+    async def execute(self, payload: bytes, n_replies: int) -> list[Any]:
+        self.calls += 1
+        await self.release.wait()
+        return await self.pool.execute(payload, n_replies)
+
+
+def test_reads_arriving_during_a_round_trip_leave_together_after_it(settings: Settings) -> None:
+    accounts = {"A1": {"txn_count_1h": 3}, "A2": {"txn_count_1h": 1}}
+    put_features(settings.redis_url, {**accounts, "M1": {}}, {})
+    reader = reader_for(FRAUD_V1)
+    asked = rows_and_times()
+    plain = redis.Redis.from_url(settings.redis_url)
+    expected = [reader.read(plain, [row], at)[0] for row, at in asked]
+
+    async def go() -> tuple[list[Any], ReadBatcher, int]:
+        pool = RespPool(settings.redis_url, connect_timeout_s=1.0)
+        held = HeldPool(pool)
+        batcher = ReadBatcher(reader, held, timeout_s=2.0)  # type: ignore[arg-type]
+        try:
+            futures = [batcher.read(*asked[0])]
+            for _ in range(3):
+                await asyncio.sleep(0)  # the first read's round trip is out
+            assert held.calls == 1
+            for row, at in asked[1:]:  # three more, each in an iteration of its own
+                futures.append(batcher.read(row, at))
+                await asyncio.sleep(0)
+            calls_while_out = held.calls
+            held.release.set()
+            got = await asyncio.gather(*futures)
+            return got, batcher, calls_while_out
+        finally:
+            await batcher.aclose()
+            await pool.aclose()
+
+    got, batcher, calls_while_out = asyncio.run(go())
+    assert calls_while_out == 1  # nothing left while the first round trip was out
+    assert batcher.round_trips == 2 and batcher.rows_read == 4  # then the three, as one
+    assert got == expected
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
