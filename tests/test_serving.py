@@ -281,6 +281,19 @@ BAD = [
 ]
 
 
+def test_the_lean_score_route_keeps_the_schema_and_the_method_check(
+    served: tuple[Server, ServingSettings],
+) -> None:
+    """/v1/score is served by a plain Starlette route; the OpenAPI schema still
+    documents it (from the FastAPI route behind it) and other methods get a 405."""
+    server, _ = served
+    with httpx.Client(base_url=server.url, timeout=5) as http:
+        spec = http.get("/openapi.json").json()
+        body = spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]["application/json"]
+        assert "account_id" in body["schema"]["properties"]
+        assert http.get("/v1/score").status_code == 405
+
+
 def test_bad_input_is_a_422_naming_the_field(served: tuple[Server, ServingSettings]) -> None:
     server, ss = served
     with httpx.Client(base_url=server.url, timeout=5) as http:
