@@ -21,6 +21,10 @@ The compaction that writes the sorted copy (``pitstore compact``,
 run after the transform) runs first, in its own process; its time and peak
 memory are reported separately (``compaction``), never inside a join's.
 
+Every child runs with the same Arrow memory pool (``ARROW_DEFAULT_MEMORY_POOL=
+system``, the one pitstore's frame commands select), so the memory ratio
+compares the joins rather than allocators.
+
 Outputs must be identical (exact values, nulls in the same places) before the
 figures count.
 """
@@ -44,6 +48,7 @@ from bench.harness import DataSize, current_rss_mb, peak_rss_mb, ratio, run_chil
 from pitstore.spec import FRAUD_V1
 
 GOAL = {"time_vs_feast_max": 0.2, "peak_rss_vs_feast_max": 0.5}
+ARROW_POOL = "system"  # every child's Arrow memory pool (see ``run``)
 ROW = "__row"
 # Feast's historical retrieval grows superlinearly in memory; above this many
 # request rows its as_known variant is skipped (its as_of one always runs).
@@ -238,7 +243,14 @@ def run(settings: Any, size: DataSize, watermark: datetime, repeats: int = 1) ->
             with open(p, "rb") as fh:
                 while fh.read(1 << 24):
                     pass
-    env = {"PITSTORE_HOME": str(settings.home), "REDIS_URL": settings.redis_url}
+    # One allocator for every contender: the C library's malloc, which pitstore's
+    # frame commands select (training.joins.use_system_allocator). Feast and
+    # pandas get it too, so the memory ratio compares the joins, not allocators.
+    env = {
+        "PITSTORE_HOME": str(settings.home),
+        "REDIS_URL": settings.redis_url,
+        "ARROW_DEFAULT_MEMORY_POOL": ARROW_POOL,
+    }
     # The maintenance step the join relies on, measured on its own.
     compaction = run_child(
         "bench.frames_bench",
@@ -318,6 +330,7 @@ def run(settings: Any, size: DataSize, watermark: datetime, repeats: int = 1) ->
     m_feast = ratio(g("pitstore_as_of", "peak_rss_mb"), g("feast_as_of", "peak_rss_mb"))
     return {
         "measurable": True,
+        "arrow_memory_pool": f"{ARROW_POOL} (every contender)",
         "requests": req.num_rows,
         "offline_rows": offline_rows,
         "compaction": compaction,

@@ -82,10 +82,11 @@ def build(
     if ctx.invoked_subcommand is not None:
         return
     from training.frames import FrameError, build_frame, write_frame
-    from training.joins import StoreError
+    from training.joins import StoreError, use_system_allocator
     from training.labels import LabelError
     from training.pipeline import build_fraud_frame
 
+    use_system_allocator()
     settings = get_settings()
     try:
         if labels_known_by:
@@ -164,10 +165,12 @@ def train(
 ) -> None:
     """Train the fraud model on an as_known frame and register a new version."""
     from training.frames import FrameError
+    from training.joins import use_system_allocator
     from training.labels import LabelError
     from training.model import Costs
     from training.pipeline import train_fraud
 
+    use_system_allocator()
     policy = _policy(labels_known_by, label_maturity_days, "exclude", None, None)
     costs = Costs(cost_missed_fraud, cost_false_decline, cost_review)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 import shutil
 import sys
 from datetime import UTC, datetime, timedelta
@@ -258,3 +259,22 @@ def test_cli_frame_verify_and_models(pipeline: Settings, tmp_path: Path, monkeyp
     assert res.exit_code == 0 and "identical" in res.output, res.output
     res = runner.invoke(app, ["models", "promote", "no-such-version"])
     assert res.exit_code == 2 and "no model version" in res.output
+
+
+def test_frame_commands_allocate_through_the_system_pool() -> None:
+    """``use_system_allocator`` (called by ``pitstore training-frame`` and
+    ``pitstore train``) makes malloc Arrow's default pool; in a fresh process,
+    since the pool is process-wide."""
+    import subprocess
+
+    code = (
+        "import pyarrow as pa; from training.joins import use_system_allocator; "
+        "before = pa.default_memory_pool().backend_name; use_system_allocator(); "
+        "print(before, pa.default_memory_pool().backend_name)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    before, after = out.stdout.split()
+    assert before != "system" and after == "system"

@@ -373,6 +373,20 @@ def output_schema(service: FeatureService) -> pa.Schema:
     return pa.schema(fields)
 
 
+def use_system_allocator() -> None:
+    """Make the C library's malloc Arrow's default memory pool, for this process.
+
+    Why: frames allocate and free many large, short-lived buffers on two
+    threads, and Arrow's default (mimalloc) kept freed memory in per-thread
+    heaps: a frame over 100k requests peaked at 306 MB with mimalloc and 245 MB
+    with malloc, in the same time (measured, 0.11 s either way). Process-wide,
+    so it belongs to entry points (``pitstore training-frame``, ``pitstore
+    train``), not to library calls; ``ARROW_DEFAULT_MEMORY_POOL=system`` does
+    the same from the environment.
+    """
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def point_in_time_join(
     settings: Settings,
     requests: pa.Table,
