@@ -64,6 +64,9 @@ class Connection:
         self.writer.close()
 
 
+SPIN_S = 0.002  # an open-loop sender sleeps until this close to a due time, then yields
+
+
 def _ms(seconds: list[float]) -> np.ndarray:
     """Durations in ms; one zero for an empty list, so percentiles stay defined."""
     return np.array(seconds) * 1000 if seconds else np.zeros(1)
@@ -205,9 +208,6 @@ async def open_loop(
             run.record(i, status, body, clock() - start)
 
     return await _drive(run, conns, worker, t0)
-
-
-SPIN_S = 0.002  # an open-loop sender sleeps until this close to a due time, then yields
 
 
 def quiesce_gc() -> None:

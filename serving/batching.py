@@ -60,7 +60,6 @@ class ReadBatcher:
         self.rows_read = 0
         self._waiting: list[_Waiting] = []
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._send_scheduled = False
         self._closed = False
 
     def read(self, row: Mapping[str, str], at: datetime) -> asyncio.Future[OnlineRow]:
@@ -70,14 +69,14 @@ class ReadBatcher:
         at_us = to_us(at)  # refuses naive datetimes, before anything is queued
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[OnlineRow] = loop.create_future()
-        self._waiting.append(_Waiting(row, at_us, answer))
-        if not self._in_flight and not self._send_scheduled:
-            self._send_scheduled = True
+        # With no round trip out, the first read waiting schedules the send (the
+        # others join it); with one out, its completion sends them.
+        if not self._waiting and not self._in_flight:
             loop.call_soon(self._send)
+        self._waiting.append(_Waiting(row, at_us, answer))
         return answer
 
     def _send(self) -> None:
-        self._send_scheduled = False
         waiting, self._waiting = self._waiting, []
         live = [w for w in waiting if not w.answer.done()]  # not given up meanwhile
         for start in range(0, len(live), self.max_rows):
@@ -88,7 +87,7 @@ class ReadBatcher:
     def _round_trip_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         # the reads that queued behind this wave leave together, now
-        if not (self._in_flight or self._closed or self._send_scheduled) and self._waiting:
+        if not (self._in_flight or self._closed) and self._waiting:
             self._send()
 
     async def _round_trip(self, batch: list[_Waiting]) -> None:
