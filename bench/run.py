@@ -249,6 +249,7 @@ def _score(settings: Any, size_name: str) -> dict[str, Any]:
         return _not_measurable(f"bench.score_load failed: {str(exc)[-400:]}")
     print(f"  [score_http] {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     ours, noop, same = res["pitstore"], res["noop"], res["noop_at_pitstore_rate"]
+    light = res.get("pitstore_light")
     audit = res["audit"]
     errors = int(ours["errors"]) + int(noop["errors"]) + int(same["errors"])
     p99_ratio = ratio(ours["p99_ms"], noop["p99_ms"])
@@ -264,6 +265,10 @@ def _score(settings: Any, size_name: str) -> dict[str, Any]:
         "pitstore": _score_figures(ours),
         "noop": _score_figures(noop),
         "noop_at_pitstore_rate": _score_figures(same),
+        # pitstore at 10% of its max: its p99 with next to no queueing. If that
+        # alone is over the goal, the 70% figure cannot meet it by scheduling.
+        "pitstore_light": _score_figures(light) if light else None,
+        "pitstore_stages": res.get("pitstore_stages"),
         # "False": answered by the model; any other key is a fallback reason.
         "pitstore_open_loop_fallbacks": fallbacks,
         # Not errors (the documented degraded path, e.g. a Redis read over its
@@ -278,6 +283,9 @@ def _score(settings: Any, size_name: str) -> dict[str, Any]:
             "p50_vs_noop_each_at_70pct_of_own_max": ratio(ours["p50_ms"], noop["p50_ms"]),
             "max_throughput_vs_noop": ratio(ours["max_throughput_rps"], noop["max_throughput_rps"]),
             "p99_vs_noop_at_pitstore_rate": ratio(ours["p99_ms"], same["p99_ms"]),
+            "p99_light_vs_noop_at_70pct_of_its_max": (
+                ratio(light["p99_ms"], noop["p99_ms"]) if light else None
+            ),
         },
         "goal": {
             "p99_vs_noop_max": SCORE_P99_VS_NOOP_MAX,
@@ -290,7 +298,11 @@ def _score(settings: Any, size_name: str) -> dict[str, Any]:
         },
         "method": res["method"],
         "pinning": res["pinning"],
-        "detail": {k: res[k] for k in ("pitstore", "noop", "noop_at_pitstore_rate")},
+        "detail": {
+            k: res[k]
+            for k in ("pitstore", "noop", "noop_at_pitstore_rate", "pitstore_light")
+            if k in res
+        },
     }
 
 
@@ -353,12 +365,30 @@ def _score_cells(r: dict[str, Any]) -> Cells:
         f"no-op {_load_cell(n)}; at pitstore's rate p99 {_f(s['p99_ms'], ' ms')}",
         f"p99 {_f(r['ratios']['p99_vs_noop_each_at_70pct_of_own_max'], 'x')} no-op; "
         f"max {_f(r['ratios']['max_throughput_vs_noop'], 'x')}"
+        + _light_cell(r)
         + (
             f"; not judged: the load client lagged ({', '.join(r['client_lagged'])})"
             if r.get("client_lagged")
             else ""
         ),
     ]
+
+
+def _light_cell(r: dict[str, Any]) -> str:
+    """pitstore's floor: its p99 at 10% of its max, against the no-op's at 70%."""
+    light = r.get("pitstore_light")
+    if not light:
+        return ""
+    x = r["ratios"].get("p99_light_vs_noop_at_70pct_of_its_max")
+    stages = (r.get("pitstore_stages") or {}).get("light_load", {})
+    waits = ", ".join(
+        f"{name.replace('_', ' ')} p99 <= {_f(v.get('p99_at_most_ms'), ' ms')}"
+        for name, v in stages.items()
+    )
+    return (
+        f"; floor: pitstore p99 at 10% of its max {_f(light['p99_ms'], ' ms')} "
+        f"= {_f(x, 'x')} the no-op's at 70%" + (f"; there, {waits}" if waits else "")
+    )
 
 
 def _materialize_cells(r: dict[str, Any]) -> Cells:

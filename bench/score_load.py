@@ -23,8 +23,9 @@ Every answer is checked after its run: 200, the request's transaction id and
 (pitstore) a decision; the audit log must hold exactly one record per 200.
 Reported figures are the median over repeats of each repeat's pooled chunks.
 
-Pinning (2+ CPUs): both servers on the last core; this client and Redis on the
-others. The server core then serves only the measured process.
+Pinning (2+ CPUs): both servers and pitstore's Redis on the last core, this
+client on the others (``score_setup.pin_plan`` says why Redis is not with the
+client). The server core then serves only the measured process and its store.
 
     .venv/bin/python -m bench.score_load --samples 4000 --repeats 2
 
@@ -61,6 +62,11 @@ from bench.score_setup import (
 )
 
 LOAD_SHARE = 0.7  # the issue's "p99 at 70% of max throughput"
+# pitstore at a light load too: its p99 with almost no queueing, the floor that
+# no scheduling work can take p99 at 70% below (what is left is the path itself)
+LIGHT_SHARE = 0.1
+LIGHT_MIN_REQUESTS = 300  # per chunk: a p99 over a few chunks needs ~1,000+ samples
+LIGHT_STAGES: dict[str, dict[str, float]] = {}  # pitstore's stage histograms, light chunks only
 CLOSED_CONNECTIONS = (8, 32)  # max throughput is the best of these
 DECISIONS = {"approve", "review", "decline"}
 
@@ -161,9 +167,15 @@ async def open_chunk(
     """One open-loop chunk at ``rate``; its run (for pooling) and its checked figures."""
     port, pid = server
     n = max(args.samples // args.chunks, int(rate * args.open_seconds / args.chunks))
+    light = prefix.startswith("pitstore_light")
+    if light:  # slow to send: enough for a p99, no more
+        n = max(LIGHT_MIN_REQUESTS, int(rate * args.open_seconds / args.chunks))
     reqs = requests_for(port, prefix, n, args.accounts)
     seed = sum(map(ord, prefix))
+    before = stage_snapshot(port) if light else {}
     run, busy = await timed(open_loop(HOST, port, reqs, rate, seed=seed), pid)
+    if light:  # the server's shared waits while it was lightly loaded
+        add_delta(LIGHT_STAGES, before, stage_snapshot(port))
     return run, {**checker.check(run, prefix), **busy}
 
 
@@ -211,6 +223,7 @@ async def repeat(
         ("pitstore", "pitstore", rates["pitstore"]),
         ("noop", "noop", rates["noop"]),
         ("noop_at_pitstore_rate", "noop", rates["pitstore"]),
+        ("pitstore_light", "pitstore", rates["pitstore"] * LIGHT_SHARE / LOAD_SHARE),
     ]
     chunks: dict[str, list[tuple[Run, dict[str, Any]]]] = {key: [] for key, _, _ in plan}
     for c in range(args.chunks):
@@ -229,6 +242,59 @@ async def repeat(
             f"{o['target_rps']}/s p50 {o['p50_ms']} p99 {o['p99_ms']} ms, errors {o['errors']}"
         )
     return result
+
+
+STAGES = {
+    "online_read": "pitstore_online_read_seconds",
+    "audit_flush": "pitstore_audit_flush_seconds",
+}
+Histos = dict[str, dict[str, float]]  # stage -> {"le=<bound>": cumulative count, "sum", "count"}
+
+
+def stage_snapshot(port: int) -> Histos:
+    """The server's own histograms of its two shared waits (a Redis round trip,
+    an audit write + fsync), as ``/metrics`` shows them now."""
+    import httpx
+
+    text = httpx.get(f"http://{HOST}:{port}/metrics", timeout=5).text
+    out: Histos = {stage: {} for stage in STAGES}
+    for line in text.splitlines():
+        for stage, name in STAGES.items():
+            if not line.startswith(name):
+                continue
+            value = float(line.rsplit(" ", 1)[1])
+            if line.startswith(f"{name}_bucket"):
+                out[stage]["le=" + line.split('le="', 1)[1].split('"', 1)[0]] = value
+            elif line.startswith((f"{name}_sum", f"{name}_count")):
+                out[stage][line.split(" ", 1)[0].rsplit("_", 1)[1]] = value
+    return out
+
+
+def add_delta(total: Histos, before: Histos, after: Histos) -> None:
+    for stage, figures in after.items():
+        into = total.setdefault(stage, {})
+        for key, value in figures.items():
+            into[key] = into.get(key, 0.0) + value - before.get(stage, {}).get(key, 0.0)
+
+
+def stage_quantiles(histos: Histos) -> dict[str, Any]:
+    """Count, mean, and the bucket bounds under which 50% / 99% fell (upper estimates)."""
+    out: dict[str, Any] = {}
+    for stage, h in histos.items():
+        n = h.get("count", 0.0)
+        bounds = sorted((float(k[3:]), v) for k, v in h.items() if k.startswith("le="))
+
+        def under(q: float, bounds: list[tuple[float, float]] = bounds, n: float = n) -> Any:
+            hit = next((le for le, c in bounds if c >= q * n), None)
+            return None if hit is None or hit == float("inf") else round(hit * 1000, 3)
+
+        out[stage] = {
+            "count": int(n),
+            "mean_ms": round(h.get("sum", 0.0) / n * 1000, 3) if n else None,
+            "p50_at_most_ms": under(0.5),
+            "p99_at_most_ms": under(0.99),
+        }
+    return out
 
 
 def median_of(reps: list[dict[str, Any]], *path: str) -> float:
@@ -273,6 +339,10 @@ async def bench(
         for key, figures in (await repeat(servers, checkers, args, rep)).items():
             reps.setdefault(key, []).append(figures)
     out: dict[str, Any] = {key: summarise(r) for key, r in reps.items()}
+    out["pitstore_stages"] = {
+        "whole_run": stage_quantiles(stage_snapshot(servers["pitstore"][0])),
+        "light_load": stage_quantiles(LIGHT_STAGES),
+    }
     audited = count_records(home / "audit")  # every 200 was fsynced before it was sent
     out["audit"] = {
         "records": audited,
@@ -299,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         home = Path(tmp) / "home"
-        # Redis off the servers' core (with the client), or not pinned at all.
+        # Redis on the servers' core (see pin_plan), or not pinned at all.
         redis_cores = plan["redis_cores"] if plan["server_core"] is not None else []
         redis = stack.enter_context(redis_server(Path(tmp), redis_cores))
         redis_url = redis.url
@@ -351,7 +421,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "model": "HistGradientBoosting + sigmoid calibration (training.model.fit), synthetic",
         "figures": f"per repeat, percentiles over {args.chunks} interleaved open-loop chunks "
         "per contender; reported: the median over repeats",
-        "pinning": "servers on the server core; client and Redis on the other core(s)",
+        "pinning": "servers and Redis on the server core; the client on the other core(s)",
     }
     print(json.dumps(result, default=str))
     return result

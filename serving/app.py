@@ -131,6 +131,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             settings.resolved_audit_dir,
             settings.audit_rotate_mb * 2**20,
             fsync_on_thread=settings.audit_fsync_thread,
+            on_flush=metrics.audit_flush.observe,
         )
         app.state.service = ScoringService(settings, load_model(settings), audit, metrics)
         freeze_startup_heap()

@@ -31,8 +31,9 @@ import json
 import os
 import re
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,9 +80,14 @@ def encode(record: dict[str, Any]) -> bytes:
 
 class AuditLog:
     def __init__(
-        self, root: Path, rotate_bytes: int = 64 * 2**20, fsync_on_thread: bool = False
+        self,
+        root: Path,
+        rotate_bytes: int = 64 * 2**20,
+        fsync_on_thread: bool = False,
+        on_flush: Callable[[float], None] | None = None,
     ) -> None:
         self.root = root
+        self.on_flush = on_flush  # seconds per group write + fsync (a metric)
         self.rotate_bytes = rotate_bytes
         self.fsync_on_thread = fsync_on_thread
         self._stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -145,6 +151,7 @@ class AuditLog:
     def _write_queued(self) -> None:
         batch, self._queued = self._queued, None
         assert batch is not None
+        started = time.perf_counter()
         try:
             seq = self._write_lines(batch.lines)
         except AuditError as exc:
@@ -157,6 +164,8 @@ class AuditLog:
                 batch.durable.set_exception(_failed(exc))
             else:
                 batch.durable.set_result(None)
+            if self.on_flush is not None:
+                self.on_flush(time.perf_counter() - started)
             return
         task = asyncio.ensure_future(self._make_durable(seq, batch.durable))
         self._syncing.add(task)
@@ -181,7 +190,10 @@ class AuditLog:
             durable.set_result(None)
 
     def _sync_all(self) -> None:
+        started = time.perf_counter()
         self._sync(self._written)
+        if self.on_flush is not None:  # the fsync alone: the write was on the loop
+            self.on_flush(time.perf_counter() - started)
 
     def _write(self, record: dict[str, Any]) -> tuple[bytes, int]:
         """Append one whole line (not yet durable); its sequence number for _sync."""

@@ -25,7 +25,8 @@ the round trip has its own time limit so a hung Redis cannot pile tasks up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import NamedTuple
 
@@ -48,7 +49,12 @@ class ReadBatcher:
     own ``at``)."""
 
     def __init__(
-        self, reader: OnlineReader, client: AsyncRedis, timeout_s: float, max_rows: int = 64
+        self,
+        reader: OnlineReader,
+        client: AsyncRedis,
+        timeout_s: float,
+        max_rows: int = 64,
+        on_round_trip: Callable[[float], None] | None = None,
     ) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
@@ -56,6 +62,7 @@ class ReadBatcher:
         self.client = client
         self.timeout_s = timeout_s
         self.max_rows = max_rows
+        self.on_round_trip = on_round_trip  # seconds per round trip, ok or not (a metric)
         self.round_trips = 0  # counters, for metrics and tests
         self.rows_read = 0
         self._waiting: list[_Waiting] = []
@@ -95,8 +102,13 @@ class ReadBatcher:
         self.rows_read += len(batch)
         try:
             payload, n_replies = self.reader.encode_hmgets([w.row for w in batch])
-            async with asyncio.timeout(self.timeout_s):
-                replies = await self.client.execute(payload, n_replies)
+            sent = time.perf_counter()
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    replies = await self.client.execute(payload, n_replies)
+            finally:
+                if self.on_round_trip is not None:
+                    self.on_round_trip(time.perf_counter() - sent)
             rows = self.reader.decode(replies, [w.at_us for w in batch])
         except TimeoutError as exc:
             self._fail(batch, redis.exceptions.TimeoutError("online read timed out"), exc)

@@ -74,7 +74,12 @@ class ScoringService:
         self.admitted = asyncio.Semaphore(settings.max_in_flight)
         # Requests reading in the same loop iteration share one round trip.
         self.reads: ReadBatcher | None = (
-            ReadBatcher(reader_for(self.service), self.client, settings.redis_timeout_s)
+            ReadBatcher(
+                reader_for(self.service),
+                self.client,
+                settings.redis_timeout_s,
+                on_round_trip=metrics.online_read.observe,
+            )
             if self.service is not None
             else None
         )

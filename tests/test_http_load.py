@@ -122,3 +122,23 @@ def test_max_throughput_counts_full_quality_answers_only() -> None:
     pitstore = {"requests": 100, "seconds": 2.0, "fallbacks": {"False": 80, "redis_timeout": 20}}
     assert goodput(pitstore) == 40.0  # fallback answers are not capacity
     assert goodput({"requests": 100, "seconds": 2.0}) == 50.0  # the no-op answers nothing else
+
+
+def test_stage_quantiles_take_the_light_chunks_only_and_bound_from_above() -> None:
+    from bench.score_load import add_delta, stage_quantiles
+
+    def histo(counts: list[float], total: float) -> dict[str, dict[str, float]]:
+        bounds = ["0.0001", "0.001", "0.01", "+Inf"]
+        cumulative = [sum(counts[: i + 1]) for i in range(len(counts))]
+        h = {f"le={b}": c for b, c in zip(bounds, cumulative, strict=True)}
+        return {"audit_flush": {**h, "sum": total, "count": cumulative[-1]}}
+
+    before = histo([500, 400, 0, 0], 0.2)  # a saturated closed loop, before the chunk
+    after = histo([500, 400 + 95, 4, 1], 0.2 + 0.1)  # the chunk: 95 fast, 4 slower, 1 slowest
+    light: dict[str, dict[str, float]] = {}
+    add_delta(light, before, after)
+    q = stage_quantiles(light)["audit_flush"]
+    assert q["count"] == 100 and q["mean_ms"] == 1.0
+    assert q["p50_at_most_ms"] == 1.0  # under the 1 ms bound, not 0.1: the chunk alone counts
+    assert q["p99_at_most_ms"] == 10.0
+    assert stage_quantiles(histo([0, 0, 0, 5], 1.0))["audit_flush"]["p99_at_most_ms"] is None

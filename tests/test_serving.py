@@ -234,6 +234,10 @@ def test_happy_path_reasons_lookup_and_explain(served: tuple[Server, ServingSett
         assert metric(metrics, "pitstore_score_requests_total", status="200") == 2
         assert metric(metrics, "pitstore_score_latency_seconds_count") == 2
         assert metric(metrics, "pitstore_feature_age_seconds_count", view="account_hourly") == 2
+        # one after the other, each request had its own round trip and its own fsync
+        assert metric(metrics, "pitstore_online_read_seconds_count") == 2
+        assert metric(metrics, "pitstore_audit_flush_seconds_count") == 2
+        assert 0 < metric(metrics, "pitstore_audit_flush_seconds_sum") < 2 * ss.budget_ms / 1000
     # Feast's import put prometheus_client in multiprocess (mmapped file) mode;
     # the service keeps its values in memory, and froze its start-up heap.
     assert prometheus_values.ValueClass is prometheus_values.MutexValue
