@@ -2,20 +2,34 @@
 
 Same framework, same uvicorn settings (host, log level, one process), same
 request body: the difference in latency is what pitstore's scoring costs.
+
+With ``--durable-audit DIR`` it does one thing more, what every pitstore
+decision must: it appends a record of the request to pitstore's own audit log
+(``serving.audit.AuditLog``: group commit, fsync) before it answers. That
+reference separates what the durable write costs from what scoring costs.
 """
 
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
+from serving.audit import AuditLog
+
 app = FastAPI(title="no-op baseline")
+DURABLE: list[AuditLog] = []  # the audit log, when --durable-audit is given
 
 
 @app.post("/v1/score")
 async def score(body: dict[str, Any]) -> dict[str, Any]:
+    if DURABLE:
+        await DURABLE[0].append_async(
+            {"decided_at": datetime.now(UTC).isoformat(), "request": body}
+        )
     return {"decision": "approve", "fallback": False, "transaction_id": body.get("transaction_id")}
 
 
@@ -29,7 +43,10 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--durable-audit", type=Path, help="append + fsync a record per request")
     args = parser.parse_args()
+    if args.durable_audit is not None:
+        DURABLE.append(AuditLog(args.durable_audit))
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 

@@ -250,6 +250,7 @@ def _score(settings: Any, size_name: str) -> dict[str, Any]:
     print(f"  [score_http] {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     ours, noop, same = res["pitstore"], res["noop"], res["noop_at_pitstore_rate"]
     light = res.get("pitstore_light")
+    durable = res.get("noop_durable")
     audit = res["audit"]
     errors = int(ours["errors"]) + int(noop["errors"]) + int(same["errors"])
     p99_ratio = ratio(ours["p99_ms"], noop["p99_ms"])
@@ -269,6 +270,8 @@ def _score(settings: Any, size_name: str) -> dict[str, Any]:
         # alone is over the goal, the 70% figure cannot meet it by scheduling.
         "pitstore_light": _score_figures(light) if light else None,
         "pitstore_stages": res.get("pitstore_stages"),
+        # a reference, not judged: the no-op plus pitstore's durable audit append
+        "noop_durable": _score_figures(durable) if durable else None,
         # "False": answered by the model; any other key is a fallback reason.
         "pitstore_open_loop_fallbacks": fallbacks,
         # Not errors (the documented degraded path, e.g. a Redis read over its
@@ -283,6 +286,12 @@ def _score(settings: Any, size_name: str) -> dict[str, Any]:
             "p50_vs_noop_each_at_70pct_of_own_max": ratio(ours["p50_ms"], noop["p50_ms"]),
             "max_throughput_vs_noop": ratio(ours["max_throughput_rps"], noop["max_throughput_rps"]),
             "p99_vs_noop_at_pitstore_rate": ratio(ours["p99_ms"], same["p99_ms"]),
+            "noop_durable_p99_vs_noop_each_at_70pct_of_own_max": (
+                ratio(durable["p99_ms"], noop["p99_ms"]) if durable else None
+            ),
+            "p99_vs_noop_durable_each_at_70pct_of_own_max": (
+                ratio(ours["p99_ms"], durable["p99_ms"]) if durable else None
+            ),
             "p99_light_vs_noop_at_70pct_of_its_max": (
                 ratio(light["p99_ms"], noop["p99_ms"]) if light else None
             ),
@@ -362,16 +371,34 @@ def _score_cells(r: dict[str, Any]) -> Cells:
         f"fallback answers {r['pitstore_open_loop_fallback_answers']} "
         f"({_f(100 * r.get('pitstore_open_loop_fallback_share', 0.0), '%', 1)}; "
         f"goal <= {SCORE_FALLBACK_MAX_SHARE:.0%})",
-        f"no-op {_load_cell(n)}; at pitstore's rate p99 {_f(s['p99_ms'], ' ms')}",
+        f"no-op {_load_cell(n)}; at pitstore's rate p99 {_f(s['p99_ms'], ' ms')}"
+        + _durable_cell(r),
         f"p99 {_f(r['ratios']['p99_vs_noop_each_at_70pct_of_own_max'], 'x')} no-op; "
         f"max {_f(r['ratios']['max_throughput_vs_noop'], 'x')}"
         + _light_cell(r)
+        + (
+            f"; vs the no-op + durable append {_f(x, 'x')}"
+            if (x := r["ratios"].get("p99_vs_noop_durable_each_at_70pct_of_own_max"))
+            else ""
+        )
         + (
             f"; not judged: the load client lagged ({', '.join(r['client_lagged'])})"
             if r.get("client_lagged")
             else ""
         ),
     ]
+
+
+def _durable_cell(r: dict[str, Any]) -> str:
+    """The reference: the no-op that also appends + fsyncs a record before answering."""
+    d = r.get("noop_durable")
+    if not d:
+        return ""
+    x = r["ratios"].get("noop_durable_p99_vs_noop_each_at_70pct_of_own_max")
+    return (
+        f"; no-op + durable audit append: max {_f(d.get('max_throughput_rps'), ' req/s')}, "
+        f"p99 at 70% {_f(d['p99_ms'], ' ms')} ({_f(x, 'x')} the no-op's)"
+    )
 
 
 def _light_cell(r: dict[str, Any]) -> str:

@@ -216,7 +216,8 @@ async def repeat(
     """One repeat: both maxima, then the open-loop runs cut into chunks and
     interleaved (pitstore, no-op, no-op at pitstore's rate, rotating), so drift
     on a shared machine hits every contender alike."""
-    names = ["pitstore", "noop"] if rep % 2 == 0 else ["noop", "pitstore"]
+    names = ["pitstore", "noop", "noop_durable"]
+    names = names if rep % 2 == 0 else names[::-1]
     out = {n: await max_throughput(n, servers[n], checkers[n], args, rep) for n in names}
     rates = {n: LOAD_SHARE * float(out[n]["max_throughput_rps"]) for n in names}
     plan = [
@@ -224,6 +225,7 @@ async def repeat(
         ("noop", "noop", rates["noop"]),
         ("noop_at_pitstore_rate", "noop", rates["pitstore"]),
         ("pitstore_light", "pitstore", rates["pitstore"] * LIGHT_SHARE / LOAD_SHARE),
+        ("noop_durable", "noop_durable", rates["noop_durable"]),
     ]
     chunks: dict[str, list[tuple[Run, dict[str, Any]]]] = {key: [] for key, _, _ in plan}
     for c in range(args.chunks):
@@ -333,7 +335,7 @@ async def bench(
 ) -> dict[str, Any]:
     from serving.audit import count_records
 
-    checkers = {"pitstore": Checker(True), "noop": Checker(False)}
+    checkers = {"pitstore": Checker(True), "noop": Checker(False), "noop_durable": Checker(False)}
     reps: dict[str, list[dict[str, Any]]] = {}
     for rep in range(args.repeats):
         for key, figures in (await repeat(servers, checkers, args, rep)).items():
@@ -385,11 +387,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             train_model(home)
             put_features(redis_url, args.accounts)
             log(f"  setup {time.perf_counter() - t0:.1f} s")
-            ports = {"pitstore": free_port(), "noop": free_port()}
+            ports = {"pitstore": free_port(), "noop": free_port(), "noop_durable": free_port()}
             py = sys.executable
             cmds = {
                 "pitstore": [py, "-m", "pitstore.cli", "serve", "--port", str(ports["pitstore"])],
                 "noop": [py, "-m", "bench.noop_app", "--port", str(ports["noop"])],
+                # a reference: the no-op plus pitstore's durable audit append
+                "noop_durable": [py, "-m", "bench.noop_app", "--port", str(ports["noop_durable"])]
+                + ["--durable-audit", str(Path(tmp) / "noop-audit")],
             }
             for name, cmd in cmds.items():
                 errlog = Path(tmp) / f"{name}.stderr"

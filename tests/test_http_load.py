@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 from bench.http_load import closed_loop, encode_post, open_loop
 
@@ -142,3 +143,20 @@ def test_stage_quantiles_take_the_light_chunks_only_and_bound_from_above() -> No
     assert q["p50_at_most_ms"] == 1.0  # under the 1 ms bound, not 0.1: the chunk alone counts
     assert q["p99_at_most_ms"] == 10.0
     assert stage_quantiles(histo([0, 0, 0, 5], 1.0))["audit_flush"]["p99_at_most_ms"] is None
+
+
+def test_the_durable_no_op_logs_each_request_before_it_answers(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from bench import noop_app
+    from serving.audit import AuditLog, count_records
+
+    noop_app.DURABLE.append(AuditLog(tmp_path))
+    try:
+        with TestClient(noop_app.app) as http:
+            for i in range(3):
+                answer = http.post("/v1/score", json={"transaction_id": f"t{i}"}).json()
+                assert answer["transaction_id"] == f"t{i}"
+                assert count_records(tmp_path) == i + 1  # durable before the answer
+    finally:
+        noop_app.DURABLE.pop().close()
