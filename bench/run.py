@@ -309,7 +309,7 @@ def _score(settings: Any, size_name: str) -> dict[str, Any]:
         "pinning": res["pinning"],
         "detail": {
             k: res[k]
-            for k in ("pitstore", "noop", "noop_at_pitstore_rate", "pitstore_light")
+            for k in ("pitstore", "noop", "noop_at_pitstore_rate", "pitstore_light", "noop_durable")
             if k in res
         },
     }

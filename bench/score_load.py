@@ -66,7 +66,6 @@ LOAD_SHARE = 0.7  # the issue's "p99 at 70% of max throughput"
 # no scheduling work can take p99 at 70% below (what is left is the path itself)
 LIGHT_SHARE = 0.1
 LIGHT_MIN_REQUESTS = 300  # per chunk: a p99 over a few chunks needs ~1,000+ samples
-LIGHT_STAGES: dict[str, dict[str, float]] = {}  # pitstore's stage histograms, light chunks only
 CLOSED_CONNECTIONS = (8, 32)  # max throughput is the best of these
 DECISIONS = {"approve", "review", "decline"}
 
@@ -162,20 +161,27 @@ def goodput(figures: dict[str, Any]) -> float:
 
 
 async def open_chunk(
-    server: tuple[int, int], checker: Checker, args: argparse.Namespace, prefix: str, rate: float
+    server: tuple[int, int],
+    checker: Checker,
+    args: argparse.Namespace,
+    prefix: str,
+    rate: float,
+    light_stages: Histos | None = None,
 ) -> tuple[Run, dict[str, Any]]:
-    """One open-loop chunk at ``rate``; its run (for pooling) and its checked figures."""
+    """One open-loop chunk at ``rate``; its run (for pooling) and its checked figures.
+
+    A light chunk (``light_stages`` given) is slow to send, so it sends enough
+    for a p99 and no more, and adds the server's stage histograms over it to
+    ``light_stages``."""
     port, pid = server
-    n = max(args.samples // args.chunks, int(rate * args.open_seconds / args.chunks))
-    light = prefix.startswith("pitstore_light")
-    if light:  # slow to send: enough for a p99, no more
-        n = max(LIGHT_MIN_REQUESTS, int(rate * args.open_seconds / args.chunks))
-    reqs = requests_for(port, prefix, n, args.accounts)
+    per_chunk = int(rate * args.open_seconds / args.chunks)
+    floor = args.samples // args.chunks if light_stages is None else LIGHT_MIN_REQUESTS
+    reqs = requests_for(port, prefix, max(floor, per_chunk), args.accounts)
     seed = sum(map(ord, prefix))
-    before = stage_snapshot(port) if light else {}
+    before = stage_snapshot(port) if light_stages is not None else {}
     run, busy = await timed(open_loop(HOST, port, reqs, rate, seed=seed), pid)
-    if light:  # the server's shared waits while it was lightly loaded
-        add_delta(LIGHT_STAGES, before, stage_snapshot(port))
+    if light_stages is not None:
+        add_delta(light_stages, before, stage_snapshot(port))
     return run, {**checker.check(run, prefix), **busy}
 
 
@@ -212,10 +218,12 @@ async def repeat(
     checkers: dict[str, Checker],
     args: argparse.Namespace,
     rep: int,
+    light_stages: Histos,
 ) -> dict[str, dict[str, Any]]:
-    """One repeat: both maxima, then the open-loop runs cut into chunks and
-    interleaved (pitstore, no-op, no-op at pitstore's rate, rotating), so drift
-    on a shared machine hits every contender alike."""
+    """One repeat: every server's max, then the open-loop runs cut into chunks
+    and interleaved (rotating through ``plan``), so drift on a shared machine
+    hits every contender alike. pitstore's stage histograms over its light
+    chunks are added to ``light_stages``."""
     names = ["pitstore", "noop", "noop_durable"]
     names = names if rep % 2 == 0 else names[::-1]
     out = {n: await max_throughput(n, servers[n], checkers[n], args, rep) for n in names}
@@ -232,7 +240,10 @@ async def repeat(
         k = (c + rep) % len(plan)
         for key, name, rate in plan[k:] + plan[:k]:
             prefix = f"{key}-r{rep}-o{c}"
-            chunks[key].append(await open_chunk(servers[name], checkers[name], args, prefix, rate))
+            light = light_stages if key == "pitstore_light" else None
+            chunks[key].append(
+                await open_chunk(servers[name], checkers[name], args, prefix, rate, light)
+            )
     result: dict[str, dict[str, Any]] = {}
     for key, name, _ in plan:
         result[key] = {"open_70": pooled(chunks[key])}
@@ -257,18 +268,18 @@ def stage_snapshot(port: int) -> Histos:
     """The server's own histograms of its two shared waits (a Redis round trip,
     an audit write + fsync), as ``/metrics`` shows them now."""
     import httpx
+    from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"http://{HOST}:{port}/metrics", timeout=5).text
-    out: Histos = {stage: {} for stage in STAGES}
-    for line in text.splitlines():
-        for stage, name in STAGES.items():
-            if not line.startswith(name):
-                continue
-            value = float(line.rsplit(" ", 1)[1])
-            if line.startswith(f"{name}_bucket"):
-                out[stage]["le=" + line.split('le="', 1)[1].split('"', 1)[0]] = value
-            elif line.startswith((f"{name}_sum", f"{name}_count")):
-                out[stage][line.split(" ", 1)[0].rsplit("_", 1)[1]] = value
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    out: Histos = {}
+    for stage, name in STAGES.items():
+        figures = out[stage] = {}
+        for sample in families[name].samples:
+            if sample.name.endswith("_bucket"):
+                figures["le=" + sample.labels["le"]] = sample.value
+            else:
+                figures[sample.name.rsplit("_", 1)[1]] = sample.value  # "sum", "count"
     return out
 
 
@@ -337,13 +348,14 @@ async def bench(
 
     checkers = {"pitstore": Checker(True), "noop": Checker(False), "noop_durable": Checker(False)}
     reps: dict[str, list[dict[str, Any]]] = {}
+    light_stages: Histos = {}
     for rep in range(args.repeats):
-        for key, figures in (await repeat(servers, checkers, args, rep)).items():
+        for key, figures in (await repeat(servers, checkers, args, rep, light_stages)).items():
             reps.setdefault(key, []).append(figures)
     out: dict[str, Any] = {key: summarise(r) for key, r in reps.items()}
     out["pitstore_stages"] = {
         "whole_run": stage_quantiles(stage_snapshot(servers["pitstore"][0])),
-        "light_load": stage_quantiles(LIGHT_STAGES),
+        "light_load": stage_quantiles(light_stages),
     }
     audited = count_records(home / "audit")  # every 200 was fsynced before it was sent
     out["audit"] = {
