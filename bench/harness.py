@@ -32,6 +32,7 @@ from typing import Any
 
 import duckdb
 
+from bench.machine import idle_info
 from pitstore.spec import FEATURE_VIEWS, FeatureView
 
 # --- machine ------------------------------------------------------------------
@@ -73,6 +74,7 @@ def machine_info() -> dict[str, Any]:
         "memory_gb": mem_gb,
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "versions": versions(),
+        "idle": idle_info(),
     }
 
 

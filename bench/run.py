@@ -28,6 +28,7 @@ from bench.harness import (
     run_watermarks,
     synth_offline,
 )
+from bench.machine import idle_states_held_off
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -63,6 +64,7 @@ def run_all(
     out_path: Path | None = None,
     keep: bool = False,
     only: tuple[str, ...] = ALL,
+    idle_hold: bool = True,
 ) -> dict[str, Any]:
     size = SIZES[size_name]
     plan = PLAN[size_name]
@@ -76,7 +78,9 @@ def run_all(
         "benchmarks": {},
     }
     try:
-        with redis_server(home) as server:
+        # Every contender alike: no core sleeps in a deep idle state (bench/machine.py).
+        with idle_states_held_off(idle_hold) as hold, redis_server(home) as server:
+            report["machine"]["idle_hold"] = hold
             report["machine"]["redis_core"] = server.core
             os.environ["PITSTORE_HOME"] = str(home)
             os.environ["REDIS_URL"] = server.url
@@ -146,7 +150,7 @@ def run_all(
 
             # 3: the scoring API under load (serving/, bench/score_load.py).
             if "score_http" in only:
-                benches["score_http"] = _score(settings, size_name)
+                benches["score_http"] = _score(settings, size_name, idle_hold)
 
             # 5: training frames.
             from bench import frames_bench
@@ -223,6 +227,7 @@ def _score_figures(x: dict[str, Any]) -> dict[str, Any]:
         "p99_ms",
         "max_ms",
         "client_send_lag_p99_ms",
+        "steal_share",
     )
     out = {k: x.get(k) for k in keys if k in x}
     out["errors"] = x.get("errors")
@@ -230,7 +235,7 @@ def _score_figures(x: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _score(settings: Any, size_name: str) -> dict[str, Any]:
+def _score(settings: Any, size_name: str, idle_hold: bool = True) -> dict[str, Any]:
     """#3: ``/v1/score`` vs a no-op FastAPI endpoint, each at 70% of its own max.
 
     ``bench/score_load.py`` (a child process) runs both servers with the same
@@ -244,7 +249,8 @@ def _score(settings: Any, size_name: str) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     try:
-        res = run_child("bench.score_load", SCORE_PLAN[size_name])
+        flags = [] if idle_hold else ["--no-idle-hold"]
+        res = run_child("bench.score_load", SCORE_PLAN[size_name] + flags)
     except RuntimeError as exc:
         return _not_measurable(f"bench.score_load failed: {str(exc)[-400:]}")
     print(f"  [score_http] {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -281,6 +287,7 @@ def _score(settings: Any, size_name: str) -> dict[str, Any]:
         "audit": audit,
         "errors": errors,
         "client_lagged": lagged,
+        "idle_hold": res.get("idle_hold"),
         "ratios": {
             "p99_vs_noop_each_at_70pct_of_own_max": p99_ratio,
             "p50_vs_noop_each_at_70pct_of_own_max": ratio(ours["p50_ms"], noop["p50_ms"]),
@@ -536,8 +543,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the temporary data")
     parser.add_argument("--only", nargs="+", choices=ALL, default=list(ALL))
+    parser.add_argument(
+        "--no-idle-hold",
+        action="store_true",
+        help="let idle cores sleep (bench/machine.py: by default the run holds idle states off)",
+    )
     args = parser.parse_args(argv)
-    run_all(args.size, args.out, args.keep, tuple(args.only))
+    run_all(args.size, args.out, args.keep, tuple(args.only), not args.no_idle_hold)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from typing import Any
 
 from bench.harness import free_port, redis_server
 from bench.http_load import Run, closed_loop, open_loop
+from bench.machine import idle_states_held_off, steal_share, steal_ticks
 from bench.score_setup import (
     HOST,
     Proc,
@@ -119,12 +120,17 @@ class Checker:
 async def timed(load: Any, pid: int) -> tuple[Run, dict[str, float]]:
     """Run ``load`` and measure how busy the server and this client were: a max
     throughput is the server's only if the server, not the client, was saturated."""
+    cpus = sorted(os.sched_getaffinity(0) | os.sched_getaffinity(pid))
+    steal0 = steal_ticks(cpus)
     server0, client0, wall0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
     run = await load
     wall = time.perf_counter() - wall0
     busy = {
         "server_cpu_share": round((cpu_seconds(pid) - server0) / wall, 3),
         "client_cpu_share": round((time.process_time() - client0) / wall, 3),
+        # the host running something else on our cores: a chunk with much of it
+        # measured the host as much as the contender
+        "steal_share": steal_share(steal0, steal_ticks(cpus), wall, len(cpus)),
     }
     return run, busy
 
@@ -202,6 +208,7 @@ def pooled(chunks: list[tuple[Run, dict[str, Any]]]) -> dict[str, Any]:
         "statuses": dict(statuses),
         "errors": sum(int(f["errors"]) for _, f in chunks),
         "server_cpu_share": round(statistics.fmean(f["server_cpu_share"] for _, f in chunks), 3),
+        "steal_share": round(statistics.fmean(f["steal_share"] for _, f in chunks), 4),
         "chunks": len(chunks),
     }
     for key in ("decisions", "fallbacks"):
@@ -328,6 +335,7 @@ def summarise(reps: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_ms": median_of(reps, "open_70", "p99_ms"),
         "max_ms": median_of(reps, "open_70", "max_ms"),
         "client_send_lag_p99_ms": median_of(reps, "open_70", "client_send_lag_p99_ms"),
+        "steal_share": median_of(reps, "open_70", "steal_share"),
         "errors": sum(
             int(r["open_70"]["errors"]) + sum(int(c["errors"]) for c in r.get("closed_loop", []))
             for r in reps
@@ -377,10 +385,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--chunks", type=int, default=4, help="interleaved open-loop chunks")
     parser.add_argument("--accounts", type=int, default=2000)
     parser.add_argument("--budget-ms", type=int, default=100)
+    parser.add_argument("--no-idle-hold", action="store_true", help="let idle cores sleep")
     args = parser.parse_args(argv)
 
     plan = pin_plan()
     with contextlib.ExitStack() as stack:
+        # every server alike; bench/machine.py says why
+        idle_hold = stack.enter_context(idle_states_held_off(not args.no_idle_hold))
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         home = Path(tmp) / "home"
         # Redis on the servers' core (see pin_plan), or not pinned at all.
@@ -427,6 +438,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 proc.terminate()
                 proc.wait(10)
     result["pinning"] = plan
+    result["idle_hold"] = idle_hold
     result["method"] = {
         "max_throughput": f"best goodput (pitstore: model decisions/s, fallbacks not "
         f"counted) of closed-loop loads at {CLOSED_CONNECTIONS} connections, "
