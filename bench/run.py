@@ -388,12 +388,24 @@ def _score_cells(r: dict[str, Any]) -> Cells:
             if (x := r["ratios"].get("p99_vs_noop_durable_each_at_70pct_of_own_max"))
             else ""
         )
+        + _steal_cell(p, n)
         + (
             f"; not judged: the load client lagged ({', '.join(r['client_lagged'])})"
             if r.get("client_lagged")
             else ""
         ),
     ]
+
+
+def _steal_cell(ours: dict[str, Any], noop: dict[str, Any]) -> str:
+    """How much of the cores the host took during each contender's chunks: a
+    p99 at 70% load is where a few ms of stolen time shows first."""
+    if ours.get("steal_share") is None or noop.get("steal_share") is None:
+        return ""
+    return (
+        f"; stolen by the host: {100 * ours['steal_share']:.2f}% of the cores in "
+        f"pitstore's chunks, {100 * noop['steal_share']:.2f}% in the no-op's"
+    )
 
 
 def _durable_cell(r: dict[str, Any]) -> str:
@@ -532,7 +544,12 @@ def render_table(report: dict[str, Any]) -> str:
         f"size={report['size']}; {m['cpus']} CPUs ({m['cpu']}), {m['memory_gb']} GB; redis core "
         f"{m.get('redis_core')}; python {v['python']}, feast {v['feast']}, redis-py {v['redis']}, "
         f"hiredis {v['hiredis']}, duckdb {v['duckdb']}, pandas {v['pandas']}, "
-        f"redis-server {v.get('redis-server')}"
+        f"redis-server {v.get('redis-server')}; idle states "
+        + (
+            "held off (bench/machine.py)"
+            if (m.get("idle_hold") or {}).get("held")
+            else f"allowed ({(m.get('idle_hold') or {}).get('reason', 'not recorded')})"
+        )
     )
     return "\n".join(lines)
 

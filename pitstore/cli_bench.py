@@ -25,6 +25,13 @@ def register(app: typer.Typer) -> None:
                 "score_http, frames, transform. E.g. --size medium --only frames."
             ),
         ] = None,
+        idle_hold: Annotated[
+            bool,
+            typer.Option(
+                help="Hold the cores' idle states off for the run, every contender alike "
+                "(PM QoS; a VM's idle wake-up otherwise costs up to ms: bench/machine.py)."
+            ),
+        ] = True,
     ) -> None:
         """Build data, run every benchmark side by side with its baselines, print one table."""
         from bench.harness import SIZES
@@ -37,4 +44,4 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(
                 f"unknown benchmark(s) {unknown}; use {list(ALL)}", param_hint="--only"
             )
-        run_all(size, out, keep, tuple(only) if only else ALL)
+        run_all(size, out, keep, tuple(only) if only else ALL, idle_hold)
