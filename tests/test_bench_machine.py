@@ -19,11 +19,13 @@ def _current_latency_bound_us() -> int:
         return int(struct.unpack("=i", f.read(4))[0])
 
 
-@pytest.mark.skipif(
-    not (PM_QOS_DEVICE.exists() and os.access(PM_QOS_DEVICE, os.W_OK)),
-    reason="no writable /dev/cpu_dma_latency on this machine",
-)
 def test_the_idle_hold_is_in_force_while_held_and_withdrawn_after() -> None:
+    if not os.access(PM_QOS_DEVICE, os.W_OK):
+        # a machine that cannot hold (no device, not root): the bench runs, and says why
+        with idle_states_held_off() as hold:
+            assert hold["held"] is False
+            assert str(PM_QOS_DEVICE) in hold["reason"]
+        return
     before = _current_latency_bound_us()
     with idle_states_held_off() as hold:
         assert hold["held"] is True
