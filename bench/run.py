@@ -539,6 +539,7 @@ def render_table(report: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
     m = report["machine"]
     v = m["versions"]
+    hold = m.get("idle_hold") or {}
     lines.append("")
     lines.append(
         f"size={report['size']}; {m['cpus']} CPUs ({m['cpu']}), {m['memory_gb']} GB; redis core "
@@ -547,8 +548,8 @@ def render_table(report: dict[str, Any]) -> str:
         f"redis-server {v.get('redis-server')}; idle states "
         + (
             "held off (bench/machine.py)"
-            if (m.get("idle_hold") or {}).get("held")
-            else f"allowed ({(m.get('idle_hold') or {}).get('reason', 'not recorded')})"
+            if hold.get("held")
+            else f"allowed ({hold.get('reason', 'not recorded')})"
         )
     )
     return "\n".join(lines)
