@@ -132,6 +132,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             settings.audit_rotate_mb * 2**20,
             fsync_on_thread=settings.audit_fsync_thread,
             on_flush=metrics.audit_flush.observe,
+            prefill_bytes=settings.audit_prefill_kb * 2**10,
         )
         app.state.service = ScoringService(settings, load_model(settings), audit, metrics)
         freeze_startup_heap()

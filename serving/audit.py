@@ -1,15 +1,29 @@
-"""The decision audit log: append-only JSON lines, fsynced before the response.
+"""The decision audit log: append-only JSON lines, made durable before the response.
 
 Layout::
 
     <audit_dir>/day=YYYY-MM-DD/part-<start stamp>-<pid>-<seq>.jsonl
 
 One record per line; the records appended in one event-loop iteration are
-written with a single ``write`` on an ``O_APPEND`` file, and made durable
-with ``fsync`` before ``append`` (or ``append_async``) returns; the caller
-sends the response only after that. Concurrent appends share one fsync
+written with a single ``pwrite`` at the end of the data, and made durable with
+``fdatasync`` before ``append`` (or ``append_async``) returns; the caller
+sends the response only after that. Concurrent appends share one fdatasync
 (group commit).
-A failed write or fsync fails every request waiting on it (a 503, "no
+
+Files are *prefilled*: a background thread writes newline padding ahead of the
+data (``prefill_bytes`` at a time), so most records overwrite padding whose
+size is already on disk, and their fdatasync flushes the data alone. Why: an
+append changes the file's size, so each append's flush also wrote the inode
+(on this ext4 without a journal: data, inode and cache flush). Measured in
+the scoring server at ~1,000 req/s: a group flush took 370 µs on average with
+plain appends, 270 µs prefilled, with fewer over 1 ms (1.2% against 1.7%);
+and the page-cache pages a new line needs (~4 µs of CPU per KiB on this VM)
+are allocated off the request's path. The padding reads as blank lines,
+which every reader here and DuckDB's ``read_json`` skip; a file is cut back
+to its data when it is closed, so only a crashed process's file ends in
+blank lines (at most ``prefill_bytes`` of them).
+
+A failed write or fdatasync fails every request waiting on it (a 503, "no
 decision"), though whole lines written before the failure stay: the log may
 hold a record that was never answered, never an answer without its record.
 A process never appends to another process's (or an earlier run's) file, so a
@@ -27,20 +41,23 @@ day's files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 DECISION_ID = re.compile(r"^(\d{8})-[0-9a-f]{32}$")
+log = logging.getLogger("pitstore.serving")
 
 
 class AuditError(RuntimeError):
@@ -85,8 +102,10 @@ class AuditLog:
         rotate_bytes: int = 64 * 2**20,
         fsync_on_thread: bool = False,
         on_flush: Callable[[float], None] | None = None,
+        prefill_bytes: int = 64 * 2**10,
     ) -> None:
         self.root = root
+        self.prefill_bytes = min(prefill_bytes, rotate_bytes)  # 0: plain appends
         self.on_flush = on_flush  # seconds per group write + fsync (a metric)
         self.rotate_bytes = rotate_bytes
         self.fsync_on_thread = fsync_on_thread
@@ -99,6 +118,11 @@ class AuditLog:
         self._size = 0
         self._written = 0
         self._synced = 0
+        self._prefilled = 0  # the current file's padding ends here
+        self._prefilling: Future[None] | None = None  # padding [_prefill_from, ...) in progress
+        self._prefill_from = 0
+        self._padding = b""
+        self._prefill_thread = ThreadPoolExecutor(1, thread_name_prefix="audit-prefill")
         self._flush: asyncio.Future[None] | None = None  # the fsync in flight, if any
         self._queued: _Queued | None = None  # records of this loop iteration, not yet written
         self._syncing: set[asyncio.Task[None]] = set()
@@ -223,8 +247,12 @@ class AuditLog:
 
     def _write_chunk(self, chunk: bytes) -> None:
         assert self._fd is not None
+        end = self._size + len(chunk)
+        pending = self._prefilling
+        if pending is not None and not pending.done() and end > self._prefill_from:
+            pending.result()  # never write where padding is being written (a burst)
         try:
-            n = os.write(self._fd, chunk)
+            n = os.pwrite(self._fd, chunk, self._size)
             if n != len(chunk):
                 raise OSError(f"short write to the audit log ({n} of {len(chunk)} bytes)")
         except OSError:
@@ -233,6 +261,47 @@ class AuditLog:
             self._size = self.rotate_bytes + 1
             raise
         self._size += n
+        self._prefill_ahead()
+
+    def _prefill_ahead(self) -> None:
+        """Start padding the next ``prefill_bytes`` once half the padding is used."""
+        pending = self._prefilling
+        if not self.prefill_bytes or (pending is not None and not pending.done()):
+            return
+        if self._prefilled - self._size > self.prefill_bytes // 2:
+            return
+        start = max(self._prefilled, self._size)
+        stop = min(start + self.prefill_bytes, self.rotate_bytes)
+        if stop > start:
+            self._prefill_from = start
+            self._prefilling = self._prefill_thread.submit(self._prefill, self._fd, start, stop)
+
+    def _prefill(self, fd: int | None, start: int, stop: int) -> None:
+        """Pad ``[start, stop)`` with newlines, on the log's own thread at idle
+        priority (it runs while the loop waits).
+
+        Not flushed here: the next record's fdatasync writes the padding and the
+        new size once, then many records' flushes find neither. A flush of its
+        own on this thread was measured worse: a record's fdatasync waits for
+        every page of the file under writeback, so it often waited for that one
+        (1.4% of flushes took 5-25 ms)."""
+        assert fd is not None
+        # not Linux, or not allowed: normal priority
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        try:
+            pad = self._padding
+            if len(pad) < stop - start:
+                pad = self._padding = b"\n" * (stop - start)
+            os.pwrite(fd, memoryview(pad)[: stop - start], start)
+            self._prefilled = stop
+        except OSError as exc:  # records still append past the padding, only slower
+            log.warning("audit log prefill failed (%s); appending without it", exc)
+
+    def _wait_prefill(self) -> None:
+        if self._prefilling is not None:
+            self._prefilling.result()
+            self._prefilling = None
 
     def _sync(self, seq: int) -> None:
         with self._sync_lock:
@@ -241,7 +310,7 @@ class AuditLog:
             target = self._written
             fd = self._fd
             if fd is not None:
-                os.fsync(fd)
+                os.fdatasync(fd)
             self._synced = max(self._synced, target)
 
     def _ensure_file(self, day: str, incoming: int) -> None:
@@ -249,29 +318,39 @@ class AuditLog:
             return
         with self._sync_lock:  # lock order: _lock then _sync_lock (never the reverse)
             if self._fd is not None:
-                os.fsync(self._fd)
-                os.close(self._fd)
+                self._close_file()
                 self._synced = self._written
             self._fd = None
             directory = self.root / f"day={day}"
             directory.mkdir(parents=True, exist_ok=True)
             self._seq += 1
             path = directory / f"part-{self._stamp}-{os.getpid()}-{self._seq:04d}.jsonl"
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o640)
-            self._day, self._size = day, 0
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            self._day, self._size, self._prefilled = day, 0, 0
             dir_fd = os.open(directory, os.O_RDONLY)  # make the new file's name durable
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
 
+    def _close_file(self) -> None:
+        """Cut the padding off (a closed file holds its data alone), sync, close."""
+        assert self._fd is not None
+        self._wait_prefill()
+        try:
+            if self._size <= self.rotate_bytes:  # past it: a failed write; leave the file be
+                os.ftruncate(self._fd, self._size)
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+
     def close(self) -> None:
         self._fsync_thread.shutdown(wait=True)
         with self._lock, self._sync_lock:
             if self._fd is not None:
-                os.fsync(self._fd)
-                os.close(self._fd)
+                self._close_file()
                 self._fd = None
+        self._prefill_thread.shutdown(wait=True)
 
     # --- reading -------------------------------------------------------------
 
@@ -285,7 +364,7 @@ def iter_records(root: Path, day: str | None = None) -> Iterator[dict[str, Any]]
     for path in sorted(root.glob(pattern)):
         with path.open("rb") as fh:
             for raw in fh:
-                if not raw.endswith(b"\n"):
+                if raw == b"\n" or not raw.endswith(b"\n"):  # padding, or a torn last line
                     continue
                 try:
                     yield json.loads(raw)
@@ -304,7 +383,10 @@ def find_decision(root: Path, decision_id: str) -> dict[str, Any] | None:
         with path.open("rb") as fh:
             for raw in fh:
                 if needle in raw and raw.endswith(b"\n"):
-                    return json.loads(raw)
+                    try:
+                        return json.loads(raw)  # type: ignore[no-any-return]
+                    except ValueError:  # torn by a crash (then padded): not a record
+                        continue
     return None
 
 

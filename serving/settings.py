@@ -41,6 +41,13 @@ class ServingSettings(BaseSettings):
     )
     audit_dir: Path | None = Field(None, description="Default: <home>/audit.")
     audit_rotate_mb: int = Field(64, ge=1, description="Start a new audit file past this size.")
+    audit_prefill_kb: int = Field(
+        64,
+        ge=0,
+        description="Pad each audit file this far ahead of its data (newlines, on a "
+        "background thread), so a record's fdatasync flushes data alone, not the file's "
+        "size as well; 0 appends plainly. See serving/audit.py.",
+    )
     max_in_flight: int = Field(
         64,
         ge=1,

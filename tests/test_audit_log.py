@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from serving.audit import AuditError, AuditLog, count_records, find_decision, new_decision_id
@@ -19,14 +22,18 @@ def record(i: int) -> dict[str, Any]:
 
 
 class CountingFsync:
-    """Counts real fsyncs (and can make them fail) without replacing them."""
+    """Counts the records' real fdatasyncs (and can make them fail) without
+    replacing them; the prefill thread's own flushes are not counted."""
 
     def __init__(self, fail: bool = False) -> None:
         self.calls = 0
         self.fail = fail
-        self.real = os.fsync
+        self.real = os.fdatasync
 
     def __call__(self, fd: int) -> None:
+        if threading.current_thread().name.startswith("audit-prefill"):
+            self.real(fd)
+            return
         self.calls += 1
         if self.fail:
             raise OSError(5, "Input/output error")
@@ -44,7 +51,7 @@ def test_concurrent_appends_share_fsyncs_and_all_are_durable(
     log = AuditLog(tmp_path, fsync_on_thread=on_thread)
     log.append(record(-1))  # opens the file (its own fsyncs are not counted)
     fsync = CountingFsync()
-    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fsync)
 
     async def burst() -> list[bytes]:
         return list(await asyncio.gather(*(log.append_async(record(i)) for i in range(200))))
@@ -84,7 +91,7 @@ def test_failed_fsync_fails_every_waiter_and_the_next_flush_retries(
     log = AuditLog(tmp_path, fsync_on_thread=on_thread)
     log.append(record(-1))
     fsync = CountingFsync(fail=True)
-    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fsync)
 
     async def burst(n: int) -> list[Any]:
         return list(
@@ -108,13 +115,14 @@ def test_one_iterations_records_share_a_write_and_respect_rotation(
 ) -> None:
     log = AuditLog(tmp_path, rotate_bytes=1000)
     writes: list[int] = []
-    real_write = os.write
+    real_write = os.pwrite
 
-    def counting_write(fd: int, data: bytes) -> int:
-        writes.append(len(data))
-        return real_write(fd, data)
+    def counting_write(fd: int, data: bytes, offset: int) -> int:
+        if not threading.current_thread().name.startswith("audit-prefill"):
+            writes.append(len(data))
+        return real_write(fd, data, offset)
 
-    monkeypatch.setattr(os, "write", counting_write)
+    monkeypatch.setattr(os, "pwrite", counting_write)
 
     async def burst() -> list[bytes]:
         return list(await asyncio.gather(*(log.append_async(record(i)) for i in range(40))))
@@ -131,10 +139,12 @@ def test_one_iterations_records_share_a_write_and_respect_rotation(
 def test_a_short_write_fails_its_batch_and_the_next_record_starts_a_new_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = AuditLog(tmp_path)
+    log = AuditLog(tmp_path, prefill_bytes=0)  # the tear is the file's end, as after a crash
     log.append(record(-1))
-    real_write = os.write
-    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
+    real_write = os.pwrite
+    monkeypatch.setattr(
+        os, "pwrite", lambda fd, data, at: real_write(fd, data[: len(data) // 2], at)
+    )
 
     async def burst(n: int) -> list[Any]:
         return list(
@@ -144,7 +154,7 @@ def test_a_short_write_fails_its_batch_and_the_next_record_starts_a_new_file(
         )
 
     assert all(isinstance(r, AuditError) for r in asyncio.run(burst(4)))
-    monkeypatch.setattr(os, "write", real_write)
+    monkeypatch.setattr(os, "pwrite", real_write)
     assert all(isinstance(r, bytes) for r in asyncio.run(burst(2)))
     log.close()
     assert len(list(tmp_path.glob("day=*/*.jsonl"))) == 2  # the torn line ends the first file
@@ -152,3 +162,63 @@ def test_a_short_write_fails_its_batch_and_the_next_record_starts_a_new_file(
     # "no decision": the log may hold more than was answered, never less) and the
     # last two; the torn line is skipped.
     assert count_records(tmp_path) == 5
+
+
+def test_a_torn_line_followed_by_padding_is_skipped_by_every_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = AuditLog(tmp_path, prefill_bytes=4096)
+    first = log.append(record(0))
+    real_write = os.pwrite
+    monkeypatch.setattr(
+        os, "pwrite", lambda fd, data, at: real_write(fd, data[: len(data) // 2], at)
+    )
+    torn = record(1)
+    with pytest.raises(AuditError, match="short write"):
+        log.append(torn)
+    monkeypatch.setattr(os, "pwrite", real_write)
+    log.append(record(2))
+    log.close()
+    assert count_records(tmp_path) == 2
+    assert find_decision(tmp_path, torn["decision_id"]) is None  # its half line is not JSON
+    assert find_decision(tmp_path, json.loads(first)["decision_id"]) is not None
+
+
+def test_files_are_padded_ahead_while_open_and_cut_to_their_data_on_close(
+    tmp_path: Path,
+) -> None:
+    log = AuditLog(tmp_path, prefill_bytes=64 * 2**10)
+    lines = [log.append(record(i)) for i in range(3)]
+    log._wait_prefill()
+    (path,) = tmp_path.glob("day=*/*.jsonl")
+    data = b"".join(lines)
+    content = path.read_bytes()
+    # padded from the end of the first record on (it started the padding)
+    assert len(content) == len(lines[0]) + 64 * 2**10 == os.stat(path).st_size
+    assert content.startswith(data) and set(content[len(data) :]) == {ord("\n")}
+    # a process killed now leaves a padded file: every reader, DuckDB too, sees 3 records
+    assert count_records(tmp_path) == 3
+    rows = duckdb.sql(
+        f"select n from read_json('{path}', format='newline_delimited') order by n"
+    ).fetchall()
+    assert rows == [(0,), (1,), (2,)]
+    log.close()
+    assert path.read_bytes() == data  # closed: the data alone
+
+
+def test_a_burst_past_the_padding_waits_for_it_and_loses_nothing(tmp_path: Path) -> None:
+    """Records written while the thread pads ahead never land where it writes."""
+    log = AuditLog(tmp_path, prefill_bytes=2048)  # smaller than a burst's write
+
+    async def bursts() -> None:
+        for b in range(30):
+            await asyncio.gather(*(log.append_async(record(b * 10 + i)) for i in range(10)))
+
+    asyncio.run(bursts())
+    log.close()
+    seen = [
+        json.loads(line)["n"]
+        for f in sorted(tmp_path.glob("day=*/*.jsonl"))
+        for line in f.read_bytes().splitlines()
+    ]
+    assert seen == list(range(300))  # every record whole, in order, no blank line left
