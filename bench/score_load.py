@@ -21,7 +21,9 @@ through the registry. Then, per repeat:
 
 Every answer is checked after its run: 200, the request's transaction id and
 (pitstore) a decision; the audit log must hold exactly one record per 200.
-Reported figures are the median over repeats of each repeat's pooled chunks.
+Reported figures are the median over repeats of each repeat's pooled chunks;
+the p99 that #3 judges is the median of every chunk's own p99 (``chunk_p99s``
+says why).
 
 Pinning (2+ CPUs): both servers and pitstore's Redis on the last core, this
 client on the others (``score_setup.pin_plan`` says why Redis is not with the
@@ -210,6 +212,7 @@ def pooled(chunks: list[tuple[Run, dict[str, Any]]]) -> dict[str, Any]:
         "server_cpu_share": round(statistics.fmean(f["server_cpu_share"] for _, f in chunks), 3),
         "steal_share": round(statistics.fmean(f["steal_share"] for _, f in chunks), 4),
         "chunks": len(chunks),
+        "chunk_p99_ms": [f["p99_ms"] for _, f in chunks],
     }
     for key in ("decisions", "fallbacks"):
         if key in chunks[0][1]:
@@ -327,6 +330,26 @@ def median_of(reps: list[dict[str, Any]], *path: str) -> float:
     return round(statistics.median(values), 3)
 
 
+def chunk_p99s(reps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The p99 of each interleaved chunk (every repeat's), and their median.
+
+    Why the median over chunks is the headline p99: on this VM the host stops a
+    vCPU now and then (a spinning probe saw gaps of 4-15 ms a few times in 10 s,
+    which the kernel's steal counter does not show). One such stall at 70% load
+    delays every request arriving during it and the queue behind it: that alone
+    set a pooled p99 (the no-op's went from ~1.4 to 19 ms, p50 0.36 ms). Chunks
+    are interleaved, so every contender meets the stalls alike; the median of
+    per-chunk p99s is the issue's "median of repeats" with a chunk as the
+    repeat, and one stalled chunk does not move it. The pooled p99 is still
+    reported (``p99_ms``), and the range shows how far the chunks spread."""
+    values = [float(v) for r in reps for v in r["open_70"]["chunk_p99_ms"]]
+    return {
+        "p99_chunk_median_ms": round(statistics.median(values), 3),
+        "p99_chunk_range_ms": [round(min(values), 3), round(max(values), 3)],
+        "chunk_count": len(values),
+    }
+
+
 def summarise(reps: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "open_rate_rps": median_of(reps, "open_70", "target_rps"),
@@ -341,6 +364,7 @@ def summarise(reps: list[dict[str, Any]]) -> dict[str, Any]:
             for r in reps
         ),
         "samples_per_repeat": int(reps[0]["open_70"]["requests"]),
+        **chunk_p99s(reps),
         "repeats": reps,
     }
     if "max_throughput_rps" in reps[0]:
