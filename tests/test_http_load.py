@@ -115,6 +115,14 @@ def test_the_score_verdict_counts_fallback_answers_against_the_goal() -> None:
     assert met(0, False, 0.0, [], 1.0) is False  # the audit log disagrees with the answers
     assert met(0, True, 0.0, ["no-op"], 2.5) is None  # latencies measured on the client
     assert met(0, True, 0.0, [], 3.5) is False
+    assert met(0, True, 0.0, [], 1.8, unsteady=26.1) is None  # the yardstick itself wobbled
+
+
+def test_a_no_op_that_could_not_keep_up_with_its_own_max_marks_the_machine_unsteady() -> None:
+    from bench.run import noop_unsteady
+
+    assert noop_unsteady({"p50_ms": 0.36}, {"p50_ms": 0.2}) is None  # a quiet run
+    assert noop_unsteady({"p50_ms": 6.37}, {"p50_ms": 0.244}) == 26.1  # 2026-12-02's
 
 
 def test_one_stalled_chunk_does_not_set_the_judged_p99() -> None:
