@@ -293,9 +293,10 @@ class AuditLog:
             pad = self._padding
             if len(pad) < stop - start:
                 pad = self._padding = b"\n" * (stop - start)
-            os.pwrite(fd, memoryview(pad)[: stop - start], start)
-            self._prefilled = stop
-        except OSError as exc:  # records still append past the padding, only slower
+            # a short write pads less: records past it append, contiguous as ever
+            self._prefilled = start + os.pwrite(fd, memoryview(pad)[: stop - start], start)
+        except Exception as exc:  # noqa: BLE001  records still append past it, only slower
+            # (never raised: a writer waiting on this must not fail for padding)
             log.warning("audit log prefill failed (%s); appending without it", exc)
 
     def _wait_prefill(self) -> None:

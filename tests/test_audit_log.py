@@ -222,3 +222,26 @@ def test_a_burst_past_the_padding_waits_for_it_and_loses_nothing(tmp_path: Path)
         for line in f.read_bytes().splitlines()
     ]
     assert seen == list(range(300))  # every record whole, in order, no blank line left
+
+
+def test_a_failed_prefill_costs_nothing_but_speed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_write = os.pwrite
+
+    def no_room_for_padding(fd: int, data: bytes, offset: int) -> int:
+        if threading.current_thread().name.startswith("audit-prefill"):
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", no_room_for_padding)
+    log = AuditLog(tmp_path, prefill_bytes=4096)
+
+    async def some() -> None:
+        for i in range(20):
+            await log.append_async(record(i))
+
+    asyncio.run(some())
+    log.close()
+    assert count_records(tmp_path) == 20 == log.records
+    assert "prefill failed" in caplog.text and "No space left" in caplog.text
