@@ -283,6 +283,11 @@ def run_child(module: str, args: list[str], env: dict[str, str] | None = None) -
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def not_measurable(reason: str) -> dict[str, Any]:
+    """A benchmark's entry when it could not be measured (the table says why)."""
+    return {"measurable": False, "reason": reason}
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None

@@ -97,7 +97,7 @@ def test_open_loop_with_free_connections_sends_on_time() -> None:
 
 
 def test_a_lagging_client_makes_a_latency_unjudged() -> None:
-    from bench.run import client_bound
+    from bench.score_verdict import client_bound
 
     assert client_bound({"p99_ms": 100.0, "client_send_lag_p99_ms": 20.0})
     assert not client_bound({"p99_ms": 100.0, "client_send_lag_p99_ms": 5.0})
@@ -106,7 +106,7 @@ def test_a_lagging_client_makes_a_latency_unjudged() -> None:
 
 
 def test_the_score_verdict_counts_fallback_answers_against_the_goal() -> None:
-    from bench.run import _score_goal_met as met
+    from bench.score_verdict import score_goal_met as met
 
     assert met(0, True, 0.0, [], 2.5) is True
     assert met(0, True, 0.15, [], 2.5) is False  # rules instead of the model at 70% load
@@ -119,7 +119,7 @@ def test_the_score_verdict_counts_fallback_answers_against_the_goal() -> None:
 
 
 def test_the_no_op_s_own_figures_tell_an_unsteady_machine() -> None:
-    from bench.run import noop_unsteady
+    from bench.score_verdict import noop_unsteady
 
     # recorded runs (bench/results history): a quiet one, then one of each kind
     quiet = noop_unsteady({"p50_ms": 0.219}, {"p50_ms": 0.186, "p99_ms": 0.532})
@@ -134,8 +134,8 @@ def test_the_no_op_s_own_figures_tell_an_unsteady_machine() -> None:
 
 
 def test_one_stalled_chunk_does_not_set_the_judged_p99() -> None:
-    from bench.run import judged_p99
     from bench.score_load import chunk_p99s
+    from bench.score_verdict import judged_p99
 
     # two repeats of four chunks; one chunk met a 19 ms host stall
     reps = [
