@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from bench.harness import not_measurable
+from bench.harness import not_measurable, ratio, run_child
 
 # #3 per size: open-loop samples per repeat (at least), repeats, seconds per
 # closed-loop max-throughput run, minimum open-loop seconds, interleaved chunks.
@@ -123,8 +123,6 @@ def score_http(settings: Any, size_name: str, idle_hold: bool = True) -> dict[st
     contenders; every answer is checked and the audit log must hold one record
     per pitstore 200. Goal: pitstore p99 <= 3x the no-op's, and no errors.
     """
-    from bench.harness import ratio, run_child
-
     t0 = time.perf_counter()
     try:
         flags = [] if idle_hold else ["--no-idle-hold"]

@@ -86,6 +86,12 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()  # every waiter may have been cancelled: not "never retrieved"
 
 
+def _idle_priority() -> None:
+    """The prefill thread runs at idle priority: only while the loop waits."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
 def new_decision_id(now: datetime) -> str:
     return f"{now.astimezone(UTC):%Y%m%d}-{uuid.uuid4().hex}"
 
@@ -121,8 +127,10 @@ class AuditLog:
         self._prefilled = 0  # the current file's padding ends here
         self._prefilling: Future[None] | None = None  # padding [_prefill_from, ...) in progress
         self._prefill_from = 0
-        self._padding = b""
-        self._prefill_thread = ThreadPoolExecutor(1, thread_name_prefix="audit-prefill")
+        self._padding = b"\n" * self.prefill_bytes
+        self._prefill_thread = ThreadPoolExecutor(
+            1, thread_name_prefix="audit-prefill", initializer=_idle_priority
+        )
         self._flush: asyncio.Future[None] | None = None  # the fsync in flight, if any
         self._queued: _Queued | None = None  # records of this loop iteration, not yet written
         self._syncing: set[asyncio.Task[None]] = set()
@@ -250,7 +258,7 @@ class AuditLog:
         end = self._size + len(chunk)
         pending = self._prefilling
         if pending is not None and not pending.done() and end > self._prefill_from:
-            pending.result()  # never write where padding is being written (a burst)
+            self._wait_prefill()  # never write where padding is being written (a burst)
         try:
             n = os.pwrite(self._fd, chunk, self._size)
             if n != len(chunk):
@@ -273,28 +281,23 @@ class AuditLog:
         start = max(self._prefilled, self._size)
         stop = min(start + self.prefill_bytes, self.rotate_bytes)
         if stop > start:
+            assert self._fd is not None
             self._prefill_from = start
             self._prefilling = self._prefill_thread.submit(self._prefill, self._fd, start, stop)
 
-    def _prefill(self, fd: int | None, start: int, stop: int) -> None:
+    def _prefill(self, fd: int, start: int, stop: int) -> None:
         """Pad ``[start, stop)`` with newlines, on the log's own thread at idle
-        priority (it runs while the loop waits).
+        priority (``_idle_priority``: it runs while the loop waits).
 
         Not flushed here: the next record's fdatasync writes the padding and the
         new size once, then many records' flushes find neither. A flush of its
         own on this thread was measured worse: a record's fdatasync waits for
         every page of the file under writeback, so it often waited for that one
         (1.4% of flushes took 5-25 ms)."""
-        assert fd is not None
-        # not Linux, or not allowed: normal priority
-        with contextlib.suppress(OSError, AttributeError):
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         try:
-            pad = self._padding
-            if len(pad) < stop - start:
-                pad = self._padding = b"\n" * (stop - start)
             # a short write pads less: records past it append, contiguous as ever
-            self._prefilled = start + os.pwrite(fd, memoryview(pad)[: stop - start], start)
+            pad = memoryview(self._padding)[: stop - start]
+            self._prefilled = start + os.pwrite(fd, pad, start)
         except Exception as exc:  # noqa: BLE001  records still append past it, only slower
             # (never raised: a writer waiting on this must not fail for padding)
             log.warning("audit log prefill failed (%s); appending without it", exc)
