@@ -36,8 +36,8 @@ test: venv redis-server ## Run the whole test suite (Spark included)
 test-fast: venv redis-server ## Run the tests without Spark
 	$(PY) -m pytest -q -m "not spark"
 
-lint: venv ## ruff + mypy + generated-SQL check
-	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy && .venv/bin/pitstore codegen --check
+lint: venv ## ruff + mypy + import layers (import-linter) + generated-SQL check
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy && .venv/bin/lint-imports && .venv/bin/pitstore codegen --check
 
 # CI size: 200 accounts x 10 daily runs, in Redis DB 15 (flushed) of REDIS_URL's server.
 PARITY_ARGS ?= --accounts 200 --merchants 40 --days 10
@@ -48,7 +48,7 @@ codegen: venv ## Regenerate dbt SQL from the feature spec
 	.venv/bin/pitstore codegen
 
 bench: venv redis-server ## Benchmarks vs Feast/raw baselines (SIZE=small|medium); bench/results/latest.json
-	.venv/bin/pitstore bench --size $(or $(SIZE),small)
+	$(PY) -m bench.run --size $(or $(SIZE),small) $(BENCH_ARGS)
 
 bench-transform: venv ## #6: one incremental day vs full rebuild, dbt and Spark (SIZE=tiny|small|medium)
 	$(PY) -m bench.transform_bench --size $(or $(SIZE),small) $(BENCH_TRANSFORM_ARGS)

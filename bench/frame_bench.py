@@ -18,10 +18,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from pitstore.config import get_settings
-from pitstore.spec import FRAUD_V1
-from training.frames import build_frame, validate_requests
-from training.joins import newest_watermark, point_in_time_join
+from pitstore.core.config import get_settings
+from pitstore.core.spec import FRAUD_V1
+from pitstore.training.frames import build_frame, validate_requests
+from pitstore.training.joins import newest_watermark, point_in_time_join
 
 
 def peak_rss_mb() -> float:

@@ -5,7 +5,7 @@ Every contender runs in its own fresh process (``python -m bench.frames_bench
 rows first (untimed, in the form its API takes), then times the join alone and
 writes ``(__row, <view>__<feature>...)`` for the parent to compare:
 
-- ``pitstore_as_of`` / ``pitstore_as_known``: ``training.joins.point_in_time_join``
+- ``pitstore_as_of`` / ``pitstore_as_known``: ``pitstore.training.joins.point_in_time_join``
   over the store as compacted (``training.compact``: binary searches in a
   key-sorted copy of the run files);
 - ``pitstore_as_of_duckdb``: the same join without the sorted copy (DuckDB:
@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.harness import DataSize, current_rss_mb, peak_rss_mb, ratio, run_child, synth_requests
-from pitstore.spec import FRAUD_V1
+from pitstore.core.spec import FRAUD_V1
 
 GOAL = {"time_vs_feast_max": 0.2, "peak_rss_vs_feast_max": 0.5}
 ARROW_POOL = "system"  # every child's Arrow memory pool (see ``run``)
@@ -74,11 +74,11 @@ def output_schema() -> pa.Schema:
 def _child_pitstore(
     settings: Any, requests_path: Path, mode: str, compacted: bool = True
 ) -> pa.Table:
-    import training.joins
-    from training.joins import ROW as JROW
-    from training.joins import point_in_time_join
+    import pitstore.training.joins
+    from pitstore.training.joins import ROW as JROW
+    from pitstore.training.joins import point_in_time_join
 
-    training.joins.USE_COMPACT = compacted
+    pitstore.training.joins.USE_COMPACT = compacted
 
     req = pq.read_table(requests_path)
     before = current_rss_mb()
@@ -90,7 +90,7 @@ def _child_pitstore(
 
 
 def _child_feast(settings: Any, requests_path: Path, as_known: bool) -> Any:
-    from pitstore.feast_store import get_store
+    from pitstore.core.feast_store import get_store
 
     store = get_store(settings)
     service = store.get_feature_service(FRAUD_V1.name)
@@ -156,12 +156,12 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--requests", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    from pitstore.config import Settings
+    from pitstore.core.config import Settings
 
     settings = Settings()  # PITSTORE_HOME / REDIS_URL from the parent's environment
     name = args.child
     if name == "compact":
-        from training.compact import compact_store
+        from pitstore.training.compact import compact_store
 
         t0 = time.perf_counter()
         done = compact_store(settings)
@@ -244,7 +244,7 @@ def run(settings: Any, size: DataSize, watermark: datetime, repeats: int = 1) ->
                 while fh.read(1 << 24):
                     pass
     # One allocator for every contender: the C library's malloc, which pitstore's
-    # frame commands select (training.joins.use_system_allocator). Feast and
+    # frame commands select (pitstore.training.joins.use_system_allocator). Feast and
     # pandas get it too, so the memory ratio compares the joins, not allocators.
     env = {
         "PITSTORE_HOME": str(settings.home),

@@ -33,7 +33,7 @@ from typing import Any
 import duckdb
 
 from bench.machine import idle_info
-from pitstore.spec import FEATURE_VIEWS, FeatureView
+from pitstore.core.spec import FEATURE_VIEWS, FeatureView
 
 # --- machine ------------------------------------------------------------------
 
@@ -337,7 +337,7 @@ def synth_offline(offline_root: Path, size: DataSize, seed: int = 7) -> dict[str
     doubles). Returns rows written per view. Only the shape matters here: the
     benchmarks measure joins and loads, not the transform (that is #6).
     """
-    from pitstore.timeutil import stamp, to_us
+    from pitstore.core.timeutil import stamp, to_us
 
     con = duckdb.connect()
     con.execute("set timezone = 'UTC'")
@@ -399,7 +399,7 @@ def synth_requests(
     size: DataSize, n: int | None = None, seed: int = 11
 ) -> Any:  # -> pa.Table (account_id, merchant_id, ts)
     """Training requests: random (account, merchant, ts) over the data's time range."""
-    from pitstore.timeutil import to_us
+    from pitstore.core.timeutil import to_us
 
     n = n or size.requests
     lo = to_us(START + timedelta(days=1))

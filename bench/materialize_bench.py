@@ -27,12 +27,12 @@ import duckdb
 import redis
 
 from bench.harness import START, bulk_runs, ratio
-from pitstore.config import Settings
+from pitstore.core.config import Settings
+from pitstore.core.spec import FeatureView
+from pitstore.core.timeutil import to_us
 
 # The raw baseline writes the same bytes; only the write path is what it measures.
-from pitstore.materialize import _varint
-from pitstore.spec import FeatureView
-from pitstore.timeutil import to_us
+from pitstore.online.materialize import _varint
 
 GOAL = {"vs_feast_min": 4.0, "vs_raw_min": 0.7}
 RAW_BATCH = 10_000
@@ -46,7 +46,7 @@ def raw_load(settings: Settings, view: FeatureView, watermark: datetime) -> int:
     """The hand-written baseline: DuckDB newest rows -> hand-encoded pipelined HSET."""
     from feast.infra.online_stores.helpers import _mmh3
 
-    from pitstore.feast_store import FEAST_PROJECT
+    from pitstore.core.feast_store import FEAST_PROJECT
 
     key = view.entity.join_key
     w_us = to_us(watermark)
@@ -99,8 +99,8 @@ def dump(client: redis.Redis) -> dict[bytes, dict[bytes, bytes]]:
 
 
 def run(settings: Settings, view: FeatureView, watermark: datetime, repeats: int) -> dict[str, Any]:
-    from pitstore.feast_store import get_store
-    from pitstore.materialize import materialize_view
+    from pitstore.core.feast_store import get_store
+    from pitstore.online.materialize import materialize_view
 
     store = get_store(settings)
     client = redis.Redis.from_url(settings.redis_url)

@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from serving.audit import AuditLog
+from pitstore.serving.audit import AuditLog
 
 app = FastAPI(title="no-op baseline")
 DURABLE: list[AuditLog] = []  # the audit log, when --durable-audit is given

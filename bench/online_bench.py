@@ -22,8 +22,8 @@ from typing import Any
 import redis
 
 from bench.harness import client_cores, latency_samples, pinned, ratio
-from pitstore.config import Settings
-from pitstore.spec import FRAUD_V1, FeatureService
+from pitstore.core.config import Settings
+from pitstore.core.spec import FRAUD_V1, FeatureService
 
 GOALS = {
     "online_1": {"vs_feast_p99": 0.5, "vs_raw_p99": 2.0},
@@ -93,8 +93,8 @@ def run(
     repeats: int,
     seed: int = 3,
 ) -> dict[str, Any]:
-    from pitstore.feast_store import get_store
-    from pitstore.online_read import read_features, reader_for
+    from pitstore.core.feast_store import get_store
+    from pitstore.online.reader import read_features, reader_for
 
     service = FRAUD_V1
     store = get_store(settings)

@@ -1,4 +1,4 @@
-"""`make bench` / `pitstore bench`: every benchmark in one run, one table, one JSON.
+"""`make bench` (python -m bench.run): every benchmark in one run, one table, one JSON.
 
 Builds its own data under a temporary PITSTORE_HOME (a synthetic offline store
 in the transform's layout), starts its own redis-server on a free port (pinned
@@ -85,7 +85,7 @@ def run_all(
             report["machine"]["redis_core"] = server.core
             os.environ["PITSTORE_HOME"] = str(home)
             os.environ["REDIS_URL"] = server.url
-            from pitstore.config import Settings
+            from pitstore.core.config import Settings
 
             settings = Settings(pitstore_home=home, redis_url=server.url)
             t0 = time.perf_counter()
@@ -98,9 +98,9 @@ def run_all(
                 "build_s": round(time.perf_counter() - t0, 2),
             }
             print(f"data: {rows} in {report['data']['build_s']} s", file=sys.stderr)
-            from pitstore.feast_store import apply
-            from pitstore.materialize import materialize_view
-            from pitstore.spec import ACCOUNT_DAILY, FEATURE_VIEWS
+            from pitstore.core.feast_store import apply
+            from pitstore.core.spec import ACCOUNT_DAILY, FEATURE_VIEWS
+            from pitstore.online.materialize import materialize_view
 
             apply(settings)
             w = run_watermarks(size)[-1]

@@ -376,7 +376,7 @@ def summarise(reps: list[dict[str, Any]]) -> dict[str, Any]:
 async def bench(
     servers: dict[str, tuple[int, int]], args: argparse.Namespace, home: Path
 ) -> dict[str, Any]:
-    from serving.audit import count_records
+    from pitstore.serving.audit import count_records
 
     checkers = {"pitstore": Checker(True), "noop": Checker(False), "noop_durable": Checker(False)}
     reps: dict[str, list[dict[str, Any]]] = {}

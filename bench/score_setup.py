@@ -31,9 +31,9 @@ def train_model(home: Path) -> None:
     """A production-shaped model (training.model.fit) on synthetic rows, promoted."""
     import test_serving as ts
 
-    from pitstore.config import Settings
-    from training.model import fit
-    from training.registry import promote, save_model
+    from pitstore.core.config import Settings
+    from pitstore.models.registry import promote, save_model
+    from pitstore.training.model import fit
 
     frame = ts.synthetic_frame(6000)
     model = fit(frame, ts.COLUMNS)

@@ -2,7 +2,7 @@
 
     make bench-transform                      # or: .venv/bin/python -m bench.transform_bench
     .venv/bin/python -m bench.transform_bench --size small --engines dbt spark
-    bench.transform_bench.run("small")        # what `pitstore bench` calls
+    bench.transform_bench.run("small")        # what `make bench` calls
 
 One landing zone of ``days`` days (``pitstore generate``'s generator) is shared
 by both engines. Per engine, in separate homes:
@@ -41,11 +41,11 @@ import duckdb
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from pitstore.engine_parity import compare_offline, engine_settings
-from pitstore.generate import GeneratorParams, generate
-from pitstore.landing import write_landing
-from pitstore.spec import FEATURE_VIEWS
-from pitstore.timeutil import to_us
+from pitstore.checks.engine_parity import compare_offline, engine_settings
+from pitstore.core.spec import FEATURE_VIEWS
+from pitstore.core.timeutil import to_us
+from pitstore.landing.zone import write_landing
+from pitstore.synth.generate import GeneratorParams, generate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "transform.json"
 GOAL_INCREMENTAL_VS_FULL = 0.1
@@ -123,10 +123,10 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 def _engine_runner(engine: str, spark: Any, master: str) -> Callable[..., Any]:
     if engine == "dbt":
-        from pitstore.transform import transform_dbt
+        from pitstore.transform.dbt_engine import transform_dbt
 
         return transform_dbt
-    from transforms.spark.job import transform_spark
+    from pitstore.transform.spark.job import transform_spark
 
     def run_spark(settings: Any, w: datetime, full_refresh: bool = False) -> Any:
         return transform_spark(settings, w, master=master, full_refresh=full_refresh, spark=spark)
@@ -192,7 +192,7 @@ def bench_data(
 
 
 def _spark(master: str) -> tuple[Any, float]:
-    from transforms.spark.job import spark_session
+    from pitstore.transform.spark.job import spark_session
 
     started = time.perf_counter()
     spark = spark_session(master)
@@ -221,7 +221,7 @@ def _warm_up(engines: tuple[str, ...], spark: Any, master: str, root: Path) -> d
 def run(
     size_name: str, engines: tuple[str, ...] = ENGINES, master: str = "local[*]"
 ) -> dict[str, Any]:
-    """Benchmark #6 at ``size_name`` (tiny|small|medium), as ``pitstore bench`` reports it."""
+    """Benchmark #6 at ``size_name`` (tiny|small|medium), as ``make bench`` reports it."""
     size = SIZES[size_name]
     spark, session_s = _spark(master) if "spark" in engines else (None, 0.0)
     groups: dict[int, tuple[str, ...]] = {}

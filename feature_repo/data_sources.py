@@ -6,8 +6,8 @@ created (``created_timestamp = W``); Feast reads them all through a glob.
 
 from feast import FileSource
 
-from pitstore.config import get_settings
-from pitstore.spec import FEATURE_VIEWS
+from pitstore.core.config import get_settings
+from pitstore.core.spec import FEATURE_VIEWS
 
 
 def offline_source(view_name: str) -> FileSource:

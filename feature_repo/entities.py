@@ -2,7 +2,7 @@
 
 from feast import Entity, ValueType
 
-from pitstore.spec import ACCOUNT, MERCHANT
+from pitstore.core.spec import ACCOUNT, MERCHANT
 
 account = Entity(
     name=ACCOUNT.name,

@@ -3,7 +3,7 @@
 from feast import FeatureService
 from feature_views import FEATURE_VIEW_OBJECTS
 
-from pitstore.spec import FEATURE_SERVICES
+from pitstore.core.spec import FEATURE_SERVICES
 
 SERVICE_OBJECTS = {
     service.name: FeatureService(

@@ -5,7 +5,7 @@ from entities import ENTITIES
 from feast import FeatureView, Field
 from feast.types import Float64, Int64
 
-from pitstore.spec import FEATURE_VIEWS
+from pitstore.core.spec import FEATURE_VIEWS
 
 _FEAST_TYPES = {"int64": Int64, "float64": Float64}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pytest_redis import factories
 
-from pitstore.config import Settings
+from pitstore.core.config import Settings
 
 REDIS_EXEC = shutil.which("redis-server") or "/usr/bin/redis-server"
 redis_proc = factories.redis_proc(executable=REDIS_EXEC, port=None)

@@ -9,10 +9,15 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pitstore.generate import LABELS_SCHEMA, TRANSACTIONS_SCHEMA, GeneratorParams, LandingBatch
-from pitstore.landing import LandingManifest, write_landing
-from pitstore.reference import Event, Label
-from pitstore.timeutil import from_us
+from pitstore.core.timeutil import from_us
+from pitstore.landing.zone import LandingManifest, write_landing
+from pitstore.synth.generate import (
+    LABELS_SCHEMA,
+    TRANSACTIONS_SCHEMA,
+    GeneratorParams,
+    LandingBatch,
+)
+from tests.reference import Event, Label
 
 # The landing contract's schemas, exactly as the generator writes them.
 TX_SCHEMA = TRANSACTIONS_SCHEMA

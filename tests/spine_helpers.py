@@ -8,9 +8,9 @@ from pathlib import Path
 
 import duckdb
 
-from pitstore.reference import Event, Label, Row
-from pitstore.spec import FeatureView
-from pitstore.timeutil import stamp, to_us
+from pitstore.core.spec import FeatureView
+from pitstore.core.timeutil import stamp, to_us
+from tests.reference import Event, Label, Row
 
 START = datetime(2026, 3, 27, tzinfo=UTC)  # spans the UK DST change (2026-03-29)
 HOUR = 3_600_000_000

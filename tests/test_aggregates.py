@@ -9,12 +9,12 @@ import pytest
 from landing_factory import write_events
 from spine_helpers import DAY, HOUR, START, offline_rows, random_events
 
-from pitstore import reference
-from pitstore.config import Settings
-from pitstore.reference import Event
-from pitstore.spec import ACCOUNT_HOURLY, FEATURE_VIEWS
-from pitstore.timeutil import to_us
-from pitstore.transform import transform_dbt
+from pitstore.core.config import Settings
+from pitstore.core.spec import ACCOUNT_HOURLY, FEATURE_VIEWS
+from pitstore.core.timeutil import to_us
+from pitstore.transform.dbt_engine import transform_dbt
+from tests import reference
+from tests.reference import Event
 
 
 def run_and_compare(settings: Settings, events, labels, watermarks) -> dict[str, int]:
@@ -114,8 +114,8 @@ def latest_values(rows) -> dict:
 
 
 def test_quarantine_keeps_bad_events_out(settings: Settings) -> None:
-    from pitstore.generate import GeneratorParams, generate
-    from pitstore.landing import write_landing
+    from pitstore.landing.zone import write_landing
+    from pitstore.synth.generate import GeneratorParams, generate
 
     params = GeneratorParams(accounts=40, merchants=10, days=6, seed=3, start=START, bad_rate=0.05)
     write_landing(generate(params), settings.landing)
@@ -148,7 +148,7 @@ def test_crashed_run_never_counts_as_previous(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run killed after dbt but before publishing leaves nothing a later run trusts."""
-    import pitstore.transform as transform
+    import pitstore.transform.dbt_engine as transform
 
     events, labels = random_events(3, days=3, n=90)
     write_events(settings.landing, START, 3, events, labels)

@@ -13,7 +13,13 @@ from typing import Any
 import duckdb
 import pytest
 
-from serving.audit import AuditError, AuditLog, count_records, find_decision, new_decision_id
+from pitstore.serving.audit import (
+    AuditError,
+    AuditLog,
+    count_records,
+    find_decision,
+    new_decision_id,
+)
 
 
 def record(i: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from pitstore.materialize import (
+from pitstore.online.materialize import (
     _key_prefix,
     encode_double,
     encode_int64,

@@ -8,10 +8,10 @@ from datetime import timedelta
 from landing_factory import write_events
 from spine_helpers import START, random_events
 
-from pitstore.config import Settings
-from pitstore.landing import partition_files, read_manifest
-from pitstore.timeutil import to_us
-from pitstore.transform import run_dbt, transform_dbt
+from pitstore.core.config import Settings
+from pitstore.core.timeutil import to_us
+from pitstore.landing.zone import partition_files, read_manifest
+from pitstore.transform.dbt_engine import run_dbt, transform_dbt
 
 
 def test_dbt_data_and_unit_tests_pass(settings: Settings) -> None:

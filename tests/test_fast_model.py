@@ -13,8 +13,8 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from serving import tree_kernels
-from serving.fast_model import (
+from pitstore.models import tree_kernels
+from pitstore.models.fast_model import (
     FastCalibratedHGB,
     FastModel,
     _unwrap,
@@ -23,7 +23,7 @@ from serving.fast_model import (
     substitution_matrix,
     with_fast_path,
 )
-from serving.scoring import score_row
+from pitstore.serving.scoring import score_row
 
 COLUMNS = [f"f{i}" for i in range(12)]
 
@@ -50,7 +50,7 @@ def one_openmp_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def model() -> Any:
-    from training.model import fit  # the production model: HGB + sigmoid calibration
+    from pitstore.training.model import fit  # the production model: HGB + sigmoid calibration
 
     return fit(frame(3000, 0), COLUMNS)
 

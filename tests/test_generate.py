@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pitstore.generate import (
+from pitstore.synth.generate import (
     BAD_KINDS,
     DRIFT_COLUMN,
     LABELS_SCHEMA,

@@ -184,7 +184,7 @@ def test_the_durable_no_op_logs_each_request_before_it_answers(tmp_path: Path) -
     from fastapi.testclient import TestClient
 
     from bench import noop_app
-    from serving.audit import AuditLog, count_records
+    from pitstore.serving.audit import AuditLog, count_records
 
     noop_app.DURABLE.append(AuditLog(tmp_path))
     try:

@@ -11,8 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pitstore.generate import GeneratorParams, LandingBatch, generate
-from pitstore.landing import (
+from pitstore.landing.zone import (
     MANIFEST_NAME,
     LandingError,
     LandingManifest,
@@ -21,6 +20,7 @@ from pitstore.landing import (
     validate_for_watermark,
     write_landing,
 )
+from pitstore.synth.generate import GeneratorParams, LandingBatch, generate
 
 PARAMS = GeneratorParams(accounts=60, merchants=30, days=12, seed=5)
 START = PARAMS.start  # 2026-01-05T00:00Z

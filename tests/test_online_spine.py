@@ -8,12 +8,12 @@ import duckdb
 from landing_factory import write_events
 from spine_helpers import START, random_events
 
-from pitstore.config import Settings
-from pitstore.feast_store import apply, get_store
-from pitstore.materialize import materialize_view
-from pitstore.spec import FEATURE_VIEWS
-from pitstore.timeutil import to_us
-from pitstore.transform import transform_dbt
+from pitstore.core.config import Settings
+from pitstore.core.feast_store import apply, get_store
+from pitstore.core.spec import FEATURE_VIEWS
+from pitstore.core.timeutil import to_us
+from pitstore.online.materialize import materialize_view
+from pitstore.transform.dbt_engine import transform_dbt
 
 
 def as_known(settings: Settings, view, w) -> dict:  # type: ignore[no-untyped-def]

@@ -13,18 +13,18 @@ from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 from landing_factory import write_events
 
-import pitstore.materialize as mat
-from pitstore.config import Settings
-from pitstore.feast_store import FEAST_PROJECT, apply, get_store
-from pitstore.generate import GeneratorParams, generate
-from pitstore.landing import write_landing
-from pitstore.online_read import OnlineReader, read_features, redis_entity_key
-from pitstore.parity import ParityReport, check_online
-from pitstore.reference import Event
-from pitstore.simulate import SimParams, run_simulation
-from pitstore.spec import ACCOUNT_HOURLY, FEATURE_VIEWS, FRAUD_V1
-from pitstore.timeutil import to_us
-from pitstore.transform import transform_dbt
+import pitstore.online.materialize as mat
+from pitstore.checks.parity import ParityReport, check_online
+from pitstore.checks.simulate import SimParams, run_simulation
+from pitstore.core.config import Settings
+from pitstore.core.feast_store import FEAST_PROJECT, apply, get_store
+from pitstore.core.spec import ACCOUNT_HOURLY, FEATURE_VIEWS, FRAUD_V1
+from pitstore.core.timeutil import to_us
+from pitstore.landing.zone import write_landing
+from pitstore.online.reader import OnlineReader, read_features, redis_entity_key
+from pitstore.synth.generate import GeneratorParams, generate
+from pitstore.transform.dbt_engine import transform_dbt
+from tests.reference import Event
 
 DAY0 = datetime(2026, 1, 5, tzinfo=UTC)
 HOUR_US = 3_600_000_000

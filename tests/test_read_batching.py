@@ -11,11 +11,11 @@ import pytest
 import redis
 from test_serving import put_features
 
-from pitstore.config import Settings
-from pitstore.online_read import OnlineReadError, reader_for
-from pitstore.spec import FRAUD_V1
-from serving.batching import ReadBatcher
-from serving.resp_client import RespPool
+from pitstore.core.config import Settings
+from pitstore.core.spec import FRAUD_V1
+from pitstore.online.reader import OnlineReadError, reader_for
+from pitstore.online.resp_client import RespPool
+from pitstore.serving.batching import ReadBatcher
 
 
 def rows_and_times() -> list[tuple[dict[str, str], datetime]]:
@@ -164,11 +164,11 @@ def test_concurrent_decisions_share_reads_within_the_admission_bound(
 ) -> None:
     from test_serving import CALM, MERCHANT, RISKY, serving_settings, train_tiny_model, txn
 
-    from serving.app import load_model
-    from serving.audit import AuditLog, count_records
-    from serving.metrics import Metrics
-    from serving.schemas import ScoreRequest
-    from serving.service import ScoringService
+    from pitstore.serving.app import load_model
+    from pitstore.serving.audit import AuditLog, count_records
+    from pitstore.serving.metrics import Metrics
+    from pitstore.serving.schemas import ScoreRequest
+    from pitstore.serving.service import ScoringService
 
     train_tiny_model(settings.home)
     put_features(settings.redis_url, {**RISKY, **CALM, **MERCHANT}, {})

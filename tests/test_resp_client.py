@@ -11,10 +11,10 @@ import pytest
 import redis
 from test_serving import put_features
 
-from pitstore.config import Settings
-from pitstore.online_read import reader_for, resp_command
-from pitstore.spec import FRAUD_V1
-from serving.resp_client import RespPool
+from pitstore.core.config import Settings
+from pitstore.core.spec import FRAUD_V1
+from pitstore.online.reader import reader_for, resp_command
+from pitstore.online.resp_client import RespPool
 
 
 def run(coro: Any) -> Any:
@@ -135,7 +135,7 @@ def test_sync_packed_read_heals_and_never_reuses_a_half_read_connection(
     settings: Settings,
 ) -> None:
     """pitstore.online_read.execute_packed: the sync read's one round trip."""
-    from pitstore.online_read import execute_packed
+    from pitstore.online.reader import execute_packed
 
     put_features(settings.redis_url, {"A1": {"txn_count_1h": 3, "amount_mean_30d": 1.5}}, {})
     client = redis.Redis.from_url(settings.redis_url)

@@ -10,12 +10,12 @@ import pyarrow as pa
 import pytest
 import redis
 
-import pitstore.materialize as mat
-from pitstore import resp_encode
-from pitstore.config import Settings
-from pitstore.online_read import read_features, resp_command
-from pitstore.resp_encode import hset_commands
-from pitstore.spec import ACCOUNT_DAILY, FEATURE_VIEWS, FRAUD_V1, FeatureView
+import pitstore.online.materialize as mat
+from pitstore.core.config import Settings
+from pitstore.core.spec import ACCOUNT_DAILY, FEATURE_VIEWS, FRAUD_V1, FeatureView
+from pitstore.online import resp_encode
+from pitstore.online.reader import read_features, resp_command
+from pitstore.online.resp_encode import hset_commands
 
 INTS = [None, 0, 1, 127, 128, 16383, 16384, 2**21, 2**35, 2**63 - 1, -1, -(2**63)]
 FLOATS = [None, 0.0, -0.0, 1.5, float("nan"), float("inf"), -float("inf"), 1e300]

@@ -28,13 +28,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pitstore.config import Settings
-from pitstore.materialize import write_table
-from pitstore.spec import FRAUD_V1, FeatureView
-from serving.app import create_app
-from serving.audit import count_records
-from serving.settings import ServingSettings
-from training.request_features import REQUEST_FEATURES
+from pitstore.core.config import Settings
+from pitstore.core.request_features import REQUEST_FEATURES
+from pitstore.core.spec import FRAUD_V1, FeatureView
+from pitstore.online.materialize import write_table
+from pitstore.serving.app import create_app
+from pitstore.serving.audit import count_records
+from pitstore.serving.settings import ServingSettings
 
 VERSION = "v-test-1"
 COLUMNS = [f"{v.name}__{f.name}" for v in FRAUD_V1.views for f in v.features] + list(
@@ -85,7 +85,7 @@ def synthetic_card(frame: pd.DataFrame, tag: str) -> dict[str, object]:
 
 def train_tiny_model(home: Path) -> None:
     """A real sklearn model on synthetic data, saved and promoted via training.registry."""
-    from training.registry import promote, save_model
+    from pitstore.models.registry import promote, save_model
 
     frame = synthetic_frame(800)
     y = frame["label"].to_numpy()
@@ -245,7 +245,7 @@ def test_happy_path_reasons_lookup_and_explain(served: tuple[Server, ServingSett
 
     from typer.testing import CliRunner
 
-    from pitstore.cli import app
+    from pitstore.cli.app import app
 
     out = CliRunner().invoke(app, ["explain", risky["decision_id"], "--json"])
     assert out.exit_code == 0, out.output
@@ -345,8 +345,8 @@ def test_unknown_account_and_stale_features_fall_back(
         metrics = http.get("/metrics").text
         assert metric(metrics, "pitstore_score_fallbacks_total", reason="unknown_account") == 2
         assert metric(metrics, "pitstore_feature_stale_total", view="account_daily") == 1
-    from serving.explain import replay
-    from serving.settings import ServingSettings as S
+    from pitstore.serving.explain import replay
+    from pitstore.serving.settings import ServingSettings as S
 
     assert replay(S(home=settings.home), new["decision_id"]).matches
 

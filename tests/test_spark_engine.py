@@ -31,16 +31,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from landing_factory import LABEL_SCHEMA, TX_SCHEMA, tx_row
 
-from pitstore import reference
-from pitstore.config import Settings
-from pitstore.engine_parity import EngineSettings, compare_offline
-from pitstore.generate import GeneratorParams, LandingBatch
-from pitstore.landing import write_landing
-from pitstore.reference import Event, Label
-from pitstore.spec import FEATURE_VIEWS
-from pitstore.timeutil import from_us, stamp, to_us
-from pitstore.transform import transform_dbt
-from transforms.spark.job import Layout, run_job
+from pitstore.checks.engine_parity import EngineSettings, compare_offline
+from pitstore.core.config import Settings
+from pitstore.core.spec import FEATURE_VIEWS
+from pitstore.core.timeutil import from_us, stamp, to_us
+from pitstore.landing.zone import write_landing
+from pitstore.synth.generate import GeneratorParams, LandingBatch
+from pitstore.transform.dbt_engine import transform_dbt
+from pitstore.transform.spark.job import Layout, run_job
+from tests import reference
+from tests.reference import Event, Label
 
 pytestmark = pytest.mark.spark
 
@@ -379,7 +379,7 @@ def test_fixed_edges_and_idempotent_rerun(spark: Any, tmp_path: Path) -> None:
 
 
 def test_run_order_and_full_refresh(spark: Any, tmp_path: Path) -> None:
-    from pitstore.transform import TransformError
+    from pitstore.transform.dbt_engine import TransformError
 
     e = Event("x", "A", "M", 5, "GB", "pos", START_US + H, START_US + 2 * H, 0)
     land(tmp_path / "landing", [(e.ingested_us, 0, tx_row(e, render_ts(e.event_us, 0)))], [])
@@ -420,7 +420,7 @@ def test_crashed_run_leaves_state_a_later_run_ignores(
 ) -> None:
     """A run killed after writing its dedupe state but before its marker: the next run
     reads the state of completed runs only, and equals a store that never crashed."""
-    from transforms.spark import job
+    from pitstore.transform.spark import job
 
     e1 = Event("e1", "A", "M", 500, "GB", "pos", START_US + H, START_US + H + 1, 0)
     dup = Event("e1", "A", "M", 900, "GB", "pos", START_US + H, START_US + D + 2 * H, 1)

@@ -9,12 +9,12 @@ from landing_factory import write_events
 from spine_helpers import START, random_events
 from typer.testing import CliRunner
 
-from pitstore.cli import app
-from pitstore.codegen import stale_generated
-from pitstore.config import Settings
-from pitstore.landing import LandingError
-from pitstore.timeutil import WatermarkError, parse_utc
-from pitstore.transform import TransformError, transform_dbt
+from pitstore.cli.app import app
+from pitstore.core.config import Settings
+from pitstore.core.timeutil import WatermarkError, parse_utc
+from pitstore.landing.zone import LandingError
+from pitstore.transform.codegen import stale_generated
+from pitstore.transform.dbt_engine import TransformError, transform_dbt
 
 runner = CliRunner()
 

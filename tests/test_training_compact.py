@@ -32,12 +32,12 @@ from test_training_joins import (
     write_store,
 )
 
-import training.joins
-from pitstore.config import Settings
-from pitstore.spec import ACCOUNT_DAILY, ACCOUNT_HOURLY, FRAUD_V1, FeatureService
-from training.compact import compact_root, compact_store, compact_view
-from training.joins import TS, JoinResult, StoreError, feature_columns, point_in_time_join
-from training.sorted_join import open_compact
+import pitstore.training.joins
+from pitstore.core.config import Settings
+from pitstore.core.spec import ACCOUNT_DAILY, ACCOUNT_HOURLY, FRAUD_V1, FeatureService
+from pitstore.training.compact import compact_root, compact_store, compact_view
+from pitstore.training.joins import TS, JoinResult, StoreError, feature_columns, point_in_time_join
+from pitstore.training.sorted_join import open_compact
 
 
 def join(
@@ -48,7 +48,7 @@ def join(
     compacted: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> JoinResult:
-    monkeypatch.setattr(training.joins, "USE_COMPACT", compacted)
+    monkeypatch.setattr(pitstore.training.joins, "USE_COMPACT", compacted)
     req = pa.Table.from_pandas(requests, preserve_index=False)
     return point_in_time_join(Settings(pitstore_home=home), req, service, mode)
 
@@ -104,14 +104,14 @@ def test_compacted_equals_duckdb_path(tmp_path, monkeypatch, seed, mode):  # typ
         assert c is not None and len(c.new_files) == 4
     plain = join(home, requests, FRAUD_V1, mode, False, monkeypatch)
     calls: list[str] = []
-    real = training.joins.join_view_sorted
+    real = pitstore.training.joins.join_view_sorted
 
     def counted(compact, newer, view, *args):  # type: ignore[no-untyped-def]
         got = real(compact, newer, view, *args)
         calls.append(view.name if got is not None else "fallback")
         return got
 
-    monkeypatch.setattr(training.joins, "join_view_sorted", counted)
+    monkeypatch.setattr(pitstore.training.joins, "join_view_sorted", counted)
     partly = join(home, requests, FRAUD_V1, mode, True, monkeypatch)
     assert sorted(calls) == sorted(v.name for v in FRAUD_V1.views)
     assert_same(partly, plain)
@@ -294,7 +294,7 @@ def test_property_compacted_equals_duckdb(rows, req, cut):  # type: ignore[no-un
 def test_command_line_compacts_every_view(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 
-    from pitstore.cli import app
+    from pitstore.cli.app import app
 
     rng = random.Random(3)
     write_store(tmp_path, random_store(rng, FRAUD_V1.views, 3, 3, timedelta(hours=9)))

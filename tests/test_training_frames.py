@@ -18,10 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from pitstore import feast_store
-from pitstore.config import Settings
-from pitstore.spec import FRAUD_V1, FeatureService
-from training.frames import (
+from pitstore.core import feast_store
+from pitstore.core.config import Settings
+from pitstore.core.spec import FRAUD_V1, FeatureService
+from pitstore.models.registry import CARD_KEYS, list_models, load_model, promote
+from pitstore.training.frames import (
     DuplicateRequestError,
     FutureTimestampError,
     MissingColumnError,
@@ -32,10 +33,9 @@ from training.frames import (
     table_bytes,
     write_frame,
 )
-from training.labels import LabelPolicy, fraud_requests
-from training.manifest import verify
-from training.pipeline import build_fraud_frame, train_fraud
-from training.registry import CARD_KEYS, list_models, load_model, promote
+from pitstore.training.labels import LabelPolicy, fraud_requests
+from pitstore.training.manifest import verify
+from pitstore.training.pipeline import build_fraud_frame, train_fraud
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
 DAYS = 28
@@ -47,9 +47,9 @@ POLICY = LabelPolicy(CUTOFF, maturity=timedelta(days=7))
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """400 accounts x 28 days, a dbt run every 4 days (7 runs)."""
-    from pitstore.generate import GeneratorParams, generate
-    from pitstore.landing import write_landing
-    from pitstore.transform import transform_dbt
+    from pitstore.landing.zone import write_landing
+    from pitstore.synth.generate import GeneratorParams, generate
+    from pitstore.transform.dbt_engine import transform_dbt
 
     home = tmp_path_factory.mktemp("pit-pipeline")
     settings = Settings(pitstore_home=home)
@@ -228,7 +228,7 @@ def test_model_beats_baseline_and_loader_contract(pipeline: Settings) -> None:
         f"account_hourly__{f.name}" for f in FRAUD_V1.views[0].features
     ]
     frame = report.frame.to_pandas()
-    from training.model import add_request_features
+    from pitstore.training.model import add_request_features
 
     scores = loaded.predict_proba(add_request_features(frame.head(50)))
     assert scores.shape == (50,) and ((scores >= 0) & (scores <= 1)).all()
@@ -236,7 +236,7 @@ def test_model_beats_baseline_and_loader_contract(pipeline: Settings) -> None:
 
 
 def test_cli_frame_verify_and_models(pipeline: Settings, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from pitstore.cli import app
+    from pitstore.cli.app import app
 
     monkeypatch.setenv("PITSTORE_HOME", str(pipeline.home))
     runner = CliRunner()
@@ -268,7 +268,7 @@ def test_frame_commands_allocate_through_the_system_pool() -> None:
     import subprocess
 
     code = (
-        "import pyarrow as pa; from training.joins import use_system_allocator; "
+        "import pyarrow as pa; from pitstore.training.joins import use_system_allocator; "
         "before = pa.default_memory_pool().backend_name; use_system_allocator(); "
         "print(before, pa.default_memory_pool().backend_name)"
     )

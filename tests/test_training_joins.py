@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pitstore.config import Settings
-from pitstore.spec import ACCOUNT_HOURLY, FRAUD_V1, FeatureService, FeatureView
-from training.joins import (
+from pitstore.core.config import Settings
+from pitstore.core.spec import ACCOUNT_HOURLY, FRAUD_V1, FeatureService, FeatureView
+from pitstore.training.joins import (
     TS,
     UTC_US,
     StoreError,
@@ -190,10 +190,10 @@ def random_home(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
 @pytest.fixture(params=["asof", "hash"])
 def winners_by(request, monkeypatch):  # type: ignore[no-untyped-def]
     """Both ways of finding the winners: ASOF JOIN (small views), hash join (large)."""
-    import training.joins
+    import pitstore.training.joins
 
     limit = 10**12 if request.param == "asof" else -1
-    monkeypatch.setattr(training.joins, "ASOF_MAX_ROWS", limit)
+    monkeypatch.setattr(pitstore.training.joins, "ASOF_MAX_ROWS", limit)
     return request.param
 
 
@@ -242,7 +242,7 @@ def feast_store(random_home):  # type: ignore[no-untyped-def]
     home, _, _ = random_home
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("PITSTORE_HOME", str(home))
-    from pitstore import feast_store
+    from pitstore.core import feast_store
 
     def reload_defs() -> None:
         if str(feast_store.FEATURE_REPO) not in sys.path:

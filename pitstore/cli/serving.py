@@ -1,0 +1,87 @@
+"""`pitstore serve` and `pitstore explain`: the scoring API's commands."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Run the scoring API (FastAPI on uvicorn). Configure with PITSTORE_* variables."""
+    import uvicorn
+
+    from pitstore.serving.app import create_app
+    from pitstore.serving.settings import ServingSettings
+
+    settings = ServingSettings()
+    console.print(
+        f"serving model {settings.model_version!r} on http://{host}:{port} "
+        f"(budget {settings.budget_ms} ms, audit {settings.resolved_audit_dir})"
+    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+def explain(
+    decision_id: Annotated[str, typer.Argument(help="A decision_id from /v1/score.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Reload a decision's model version, recompute its score from the audit log."""
+    from pitstore.serving.explain import ExplainError, replay
+    from pitstore.serving.settings import ServingSettings
+
+    try:
+        result = replay(ServingSettings(), decision_id)
+    except ExplainError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    logged = result.logged
+    if as_json:
+        console.print_json(
+            json.dumps(
+                {
+                    "decision_id": decision_id,
+                    "matches": result.matches,
+                    "mismatches": result.mismatches,
+                    "logged_score": logged["score"],
+                    "recomputed_score": result.score,
+                    "decision": result.decision,
+                    "model_version": logged["model_version"],
+                    "fallback": logged["fallback"],
+                    "reasons": result.reasons,
+                }
+            )
+        )
+    else:
+        table = Table(title=f"decision {decision_id}")
+        table.add_column("")
+        table.add_column("logged")
+        table.add_column("recomputed")
+        table.add_row("decision", str(logged["decision"]), result.decision)
+        table.add_row("score", repr(logged["score"]), repr(result.score))
+        table.add_row("model version", str(logged["model_version"]), str(logged["model_version"]))
+        table.add_row("fallback", str(logged["fallback"]), str(logged["fallback"]))
+        console.print(table)
+        for reason in result.reasons:
+            console.print(f"  - {reason['text']}")
+        verdict = "[green]matches the log[/]" if result.matches else "[red]DOES NOT MATCH[/]"
+        console.print(verdict)
+        for problem in result.mismatches:
+            console.print(f"  [red]{problem}[/]")
+    if not result.matches:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(explain)

@@ -1,0 +1,267 @@
+"""CLI for training: `pitstore training-frame [verify]`, `pitstore train`, `pitstore models`."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pitstore.core.config import get_settings
+
+console = Console()
+err = Console(stderr=True)
+
+frame_app = typer.Typer(
+    help="Build a leakage-free training frame (or verify one).",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+models_app = typer.Typer(help="List and promote model versions.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _date(text: str, what: str) -> datetime:
+    """YYYY-MM-DD (midnight UTC) or an ISO timestamp with an offset."""
+    from pitstore.core.timeutil import WatermarkError, parse_utc
+
+    try:
+        if len(text) == 10:
+            return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+        return parse_utc(text, what)
+    except (ValueError, WatermarkError) as exc:
+        _fail(f"{what}: {exc}")
+        raise
+
+
+def _policy(
+    labels_known_by: str, maturity_days: float, immature: str, start: str | None, end: str | None
+):  # type: ignore[no-untyped-def]
+    from pitstore.training.labels import LabelPolicy
+
+    return LabelPolicy(
+        known_by=_date(labels_known_by, "--labels-known-by"),
+        maturity=timedelta(days=maturity_days),
+        immature=immature,
+        start=_date(start, "--start") if start else None,
+        end=_date(end, "--end") if end else None,
+    )
+
+
+@frame_app.callback()
+def build(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="Output directory (frame, audit, manifest).")] = Path(
+        "frames/latest"
+    ),
+    requests: Annotated[
+        Path | None, typer.Option(help="Request rows (parquet or csv: keys, ts, ...).")
+    ] = None,
+    labels_known_by: Annotated[
+        str | None, typer.Option(help="Build fraud rows from transactions, labels known by DATE.")
+    ] = None,
+    service: Annotated[str, typer.Option(help="Feature service.")] = "fraud_v1",
+    mode: Annotated[str, typer.Option(help="as_known (default) or as_of.")] = "as_known",
+    engine: Annotated[str, typer.Option(help="duckdb or spark.")] = "duckdb",
+    label_maturity_days: Annotated[
+        float, typer.Option(help="Unlabelled rows younger than this are immature.")
+    ] = 14.0,
+    immature: Annotated[str, typer.Option(help="exclude or mark immature rows.")] = "exclude",
+    start: Annotated[str | None, typer.Option(help="First event day (fraud rows).")] = None,
+    end: Annotated[str | None, typer.Option(help="Event day end, exclusive.")] = None,
+) -> None:
+    """Build a training frame: `--requests FILE` or `--labels-known-by DATE`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from pitstore.training.frames import FrameError, build_frame, write_frame
+    from pitstore.training.joins import StoreError, use_system_allocator
+    from pitstore.training.labels import LabelError
+    from pitstore.training.pipeline import build_fraud_frame
+
+    use_system_allocator()
+    settings = get_settings()
+    try:
+        if labels_known_by:
+            policy = _policy(labels_known_by, label_maturity_days, immature, start, end)
+            frame = build_fraud_frame(settings, policy, service, mode, engine)
+        elif requests:
+            import pandas as pd
+
+            if not requests.exists():
+                _fail(f"no such file {requests}")
+            table = (
+                pd.read_csv(requests, dtype=str)
+                if requests.suffix == ".csv"
+                else pd.read_parquet(requests)
+            )
+            frame = build_frame(settings, table, service, mode, engine)
+        else:
+            _fail("give --requests FILE or --labels-known-by DATE")
+            return
+    except (FrameError, LabelError, StoreError) as exc:
+        _fail(str(exc))
+        return
+    paths = write_frame(frame, out)
+    a = frame.audit
+    console.print(
+        f"frame [bold]{paths['frame']}[/]: {a['rows']} rows, mode {a['mode']}, "
+        f"fingerprint {frame.manifest['fingerprint'][:16]}"
+    )
+    console.print(
+        f"leaks: event_ts>ts {a['leaks']['event_ts_after_ts']}, "
+        f"created_ts>ts {a['leaks']['created_ts_after_ts']}"
+    )
+    for key in ("vs_as_of", "vs_as_known"):
+        if key in a:
+            console.print(
+                f"{key}: {a[key]['values_changed']} values in "
+                f"{a[key]['rows_changed']} rows would differ"
+            )
+    if "labels" in a:
+        console.print(f"labels: {json.dumps(a['labels']['by_status'])}")
+
+
+@frame_app.command("verify")
+def verify_cmd(manifest: Annotated[Path, typer.Argument(help="manifest.json of a frame.")]) -> None:
+    """Rebuild a frame from its manifest; exit 1 unless byte-for-byte identical."""
+    from pitstore.training.manifest import verify
+
+    if not manifest.exists():
+        _fail(f"no such manifest {manifest}")
+    result = verify(get_settings(), manifest)
+    if result["identical"]:
+        console.print(
+            f"[green]identical[/]: frame rebuilt byte-for-byte "
+            f"(fingerprint {result['fingerprint'][:16]}, "
+            f"{'same' if result['fingerprint_match'] else 'different'} fingerprint)"
+        )
+    else:
+        console.print("[red]frame differs[/]")
+    for change in result["changes"]:
+        console.print(f"  - {change}")
+    if not result["identical"]:
+        raise typer.Exit(1)
+
+
+def train(
+    labels_known_by: Annotated[str, typer.Option(help="Use labels known by DATE.")],
+    service: Annotated[str, typer.Option(help="Feature service.")] = "fraud_v1",
+    compare_modes: Annotated[bool, typer.Option(help="Also train on as_of and compare.")] = False,
+    label_maturity_days: Annotated[float, typer.Option(help="Label maturity.")] = 14.0,
+    valid_share: Annotated[float, typer.Option(help="Latest share for validation.")] = 0.3,
+    cost_missed_fraud: Annotated[float, typer.Option(help="Cost of a missed fraud.")] = 100.0,
+    cost_false_decline: Annotated[
+        float, typer.Option(help="Cost of a blocked good customer.")
+    ] = 10.0,
+    cost_review: Annotated[float, typer.Option(help="Cost of a manual review.")] = 2.0,
+) -> None:
+    """Train the fraud model on an as_known frame and register a new version."""
+    from pitstore.training.frames import FrameError
+    from pitstore.training.joins import use_system_allocator
+    from pitstore.training.labels import LabelError
+    from pitstore.training.model import Costs
+    from pitstore.training.pipeline import train_fraud
+
+    use_system_allocator()
+    policy = _policy(labels_known_by, label_maturity_days, "exclude", None, None)
+    costs = Costs(cost_missed_fraud, cost_false_decline, cost_review)
+    try:
+        report = train_fraud(
+            get_settings(), policy, service, costs, valid_share, compare_modes=compare_modes
+        )
+    except (FrameError, LabelError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    m = report.card["metrics"]
+    console.print(f"model [bold]{report.version}[/] (not promoted)")
+    console.print(
+        f"validation: {m['rows']} rows, {m['fraud']} fraud; PR-AUC {m['pr_auc']} "
+        f"(baseline {m['baseline_pr_auc']}), ROC-AUC {m['roc_auc']}, "
+        f"Brier {m['brier']}"
+    )
+    console.print(
+        f"threshold {report.card['threshold']:.4f}, review band {report.card['review_band']}"
+    )
+    if report.comparison:
+        console.print_json(json.dumps(report.comparison))
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List model versions."""
+    from pitstore.models.registry import list_models
+
+    table = Table(title="models")
+    for col in ("version", "promoted", "created", "PR-AUC", "label cutoff"):
+        table.add_column(col)
+    for m in list_models(get_settings()):
+        table.add_row(
+            m["version"],
+            "*" if m["promoted"] else "",
+            m["created_at"],
+            f"{m['pr_auc']:.4f}" if m["pr_auc"] is not None else "-",
+            m["label_cutoff"],
+        )
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(version: Annotated[str, typer.Argument(help="Model version id.")]) -> None:
+    """Make VERSION the model serving loads as "promoted"."""
+    from pitstore.models.registry import ModelRegistryError, promote
+
+    try:
+        promote(get_settings(), version)
+    except ModelRegistryError as exc:
+        _fail(str(exc))
+    console.print(f"promoted {version}")
+
+
+def compact(
+    views: Annotated[
+        list[str] | None, typer.Argument(help="Feature views to compact (default: all).")
+    ] = None,
+) -> None:
+    """Write each view's key-sorted copy of its offline rows, for fast training frames.
+
+    Run it after the daily transform (daily or weekly): training frames then
+    binary-search the copy instead of hash-joining every run file. Run files
+    written after the copy are read as they are; a copy whose files changed is
+    ignored until the next compaction (joins stay correct either way).
+    """
+    from pitstore.core.spec import FEATURE_VIEWS
+    from pitstore.training.compact import compact_store
+
+    known = {v.name: v for v in FEATURE_VIEWS}
+    unknown = sorted(set(views or []) - set(known))
+    if unknown:
+        _fail(f"unknown feature view(s) {unknown}: use any of {sorted(known)}")
+    chosen = tuple(known[n] for n in views) if views else None
+    table = Table(title="compaction")
+    for col in ("view", "compacted", "rows", "run files", "seconds", "note"):
+        table.add_column(col)
+    for s in compact_store(get_settings(), chosen):
+        table.add_row(
+            s.view,
+            "yes" if s.compacted else "no",
+            str(s.rows),
+            str(s.files),
+            str(s.seconds),
+            s.reason,
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compact")(compact)
+    app.add_typer(frame_app, name="training-frame")
+    app.command("train")(train)
+    app.add_typer(models_app, name="models")

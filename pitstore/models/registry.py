@@ -1,0 +1,246 @@
+"""Model artifacts under ``PITSTORE_HOME/models/<version>/`` and the loader serving uses.
+
+Each version directory holds ``model.joblib``, ``model_card.json``,
+``model_card.md``, ``pr_curve.png`` and ``calibration.png``.
+``PITSTORE_HOME/models/PROMOTED`` names the promoted version.
+
+Loader contract (serving builds on it)::
+
+    m = load_model(settings, "promoted")    # or a version id
+    m.feature_columns   # Feast features "<view>__<feature>", then request features
+    m.card["threshold"], m.card["review_band"]   # score >= high: decline; low <= s < high: review
+    m.predict_proba(frame)   # frame: DataFrame with feature_columns; NaN = missing
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from pitstore.core.config import Settings
+
+CARD_KEYS = (
+    "version",
+    "feature_service",
+    "spec_fingerprint",
+    "frame_fingerprint",
+    "training_window",
+    "label_cutoff",
+    "metrics",
+    "threshold",
+    "review_band",
+    "feature_columns",
+    "code_version",
+    "created_at",
+)
+
+
+class ModelRegistryError(LookupError):
+    pass
+
+
+def models_dir(settings: Settings) -> Path:
+    return settings.home / "models"
+
+
+@dataclass
+class LoadedModel:
+    version: str
+    card: dict[str, Any]
+    model: Any
+    feature_columns: list[str]
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Calibrated fraud probability per row (1-D). Missing features may be NaN."""
+        missing = [c for c in self.feature_columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"frame lacks feature columns {missing}")
+        x = frame[self.feature_columns].astype("float64").to_numpy()
+        return self.model.predict_proba(x)[:, 1]
+
+    def decide(self, score: float) -> str:
+        low, high = self.card["review_band"]
+        return "decline" if score >= high else "review" if score >= low else "approve"
+
+
+def new_version(card_seed: dict[str, Any], now: datetime) -> str:
+    digest = hashlib.sha256(json.dumps(card_seed, sort_keys=True, default=str).encode())
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{digest.hexdigest()[:8]}"
+
+
+def save_model(
+    settings: Settings, model: Any, card: dict[str, Any], y: np.ndarray, p: np.ndarray
+) -> Path:
+    """Write a version directory atomically (temp dir, then rename)."""
+    missing = [k for k in CARD_KEYS if k not in card]
+    if missing:
+        raise ValueError(f"model card lacks {missing}")
+    root = models_dir(settings)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / card["version"]
+    if final.exists():
+        raise ModelRegistryError(f"model version {card['version']} already exists")
+    tmp = root / f".{card['version']}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    joblib.dump(model, tmp / "model.joblib")
+    (tmp / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
+    _plots(tmp, y, p, card)
+    (tmp / "model_card.md").write_text(render_card(card))
+    os.replace(tmp, final)
+    return final
+
+
+def _plots(folder: Path, y: np.ndarray, p: np.ndarray, card: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve
+
+    prec, rec, _ = precision_recall_curve(y, p)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(rec, prec, label=f"model (PR-AUC {card['metrics'].get('pr_auc') or 0:.3f})")
+    ax.axhline(y.mean(), ls="--", c="grey", label=f"baseline ({y.mean():.4f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(f"PR curve, out-of-time validation\n{card['version']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "pr_curve.png", dpi=80)
+    plt.close(fig)
+    table = card["metrics"].get("calibration", [])
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot([0, 1], [0, 1], ls="--", c="grey")
+    ax.plot([r["mean_score"] for r in table], [r["fraud_rate"] for r in table], marker="o")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed fraud rate")
+    ax.set_title("Calibration (deciles of score)")
+    fig.tight_layout()
+    fig.savefig(folder / "calibration.png", dpi=80)
+    plt.close(fig)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def render_card(card: dict[str, Any]) -> str:
+    m = card["metrics"]
+    lines = [
+        f"# Model {card['version']}",
+        "",
+        f"- feature service: `{card['feature_service']}` (spec `{card['spec_fingerprint']}`)",
+        f"- training frame fingerprint: `{card['frame_fingerprint']}`",
+        f"- training window: {card['training_window']}",
+        f"- label cutoff: {card['label_cutoff']}",
+        f"- code version: `{card['code_version']}`",
+        f"- created: {card['created_at']}",
+        "",
+        "## Out-of-time validation",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for key in (
+        "rows",
+        "fraud",
+        "base_rate",
+        "pr_auc",
+        "baseline_pr_auc",
+        "roc_auc",
+        "brier",
+        "precision_at_threshold",
+        "recall_at_threshold",
+        "review_share",
+    ):
+        lines.append(f"| {key} | {_fmt(m.get(key))} |")
+    low, high = card["review_band"]
+    lines += [
+        "",
+        f"Decision: score >= {high:.4f} decline; {low:.4f} <= score < {high:.4f} review; "
+        "otherwise approve.",
+        "",
+        "![PR curve](pr_curve.png) ![Calibration](calibration.png)",
+        "",
+        "## Calibration",
+        "",
+        "| n | mean score | fraud rate |",
+        "|---|---|---|",
+        *[
+            f"| {r['n']} | {r['mean_score']:.4f} | {r['fraud_rate']:.4f} |"
+            for r in m.get("calibration", [])
+        ],
+        "",
+        "## By segment (PR-AUC)",
+        "",
+    ]
+    for seg, values in m.get("by_segment", {}).items():
+        cells = ", ".join(
+            f"{k}: {_fmt(v.get('pr_auc'))} (n={v['rows']})" for k, v in values.items()
+        )
+        lines.append(f"- {seg}: {cells}")
+    return "\n".join(lines) + "\n"
+
+
+def list_models(settings: Settings) -> list[dict[str, Any]]:
+    root = models_dir(settings)
+    promoted = promoted_version(settings)
+    out = []
+    for folder in sorted(root.glob("*/model_card.json")) if root.exists() else []:
+        card = json.loads(folder.read_text())
+        out.append(
+            {
+                "version": card["version"],
+                "promoted": card["version"] == promoted,
+                "created_at": card["created_at"],
+                "pr_auc": card["metrics"].get("pr_auc"),
+                "label_cutoff": card["label_cutoff"],
+                "mode": card.get("mode"),
+            }
+        )
+    return out
+
+
+def promoted_version(settings: Settings) -> str | None:
+    marker = models_dir(settings) / "PROMOTED"
+    return marker.read_text().strip() or None if marker.exists() else None
+
+
+def promote(settings: Settings, version: str) -> None:
+    folder = models_dir(settings) / version
+    if not (folder / "model_card.json").exists():
+        known = [m["version"] for m in list_models(settings)]
+        raise ModelRegistryError(f"no model version {version!r}; known: {known}")
+    marker = models_dir(settings) / "PROMOTED"
+    tmp = marker.with_name(".PROMOTED.tmp")
+    tmp.write_text(version + "\n")
+    os.replace(tmp, marker)
+
+
+def load_model(settings: Settings, which: str = "promoted") -> LoadedModel:
+    version = promoted_version(settings) if which == "promoted" else which
+    if version is None:
+        raise ModelRegistryError("no model is promoted: run `pitstore models promote VERSION`")
+    folder = models_dir(settings) / version
+    if not (folder / "model.joblib").exists():
+        raise ModelRegistryError(f"no model version {version!r} under {models_dir(settings)}")
+    card = json.loads((folder / "model_card.json").read_text())
+    return LoadedModel(
+        version, card, joblib.load(folder / "model.joblib"), list(card["feature_columns"])
+    )
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,93 @@
+"""``pitstore explain DECISION_ID``: replay a logged decision and prove it matches.
+
+Reads the audit record, reloads *that* model version from the registry,
+recomputes the request-time features from the logged request with the same
+function training uses, rebuilds the model input from the logged feature
+values, rescores, and compares score, decision and reasons with the log.
+A fallback decision is replayed through the fallback rules instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pitstore.core.spec import service_by_name
+from pitstore.serving import fallback as fb
+from pitstore.serving.audit import find_decision
+from pitstore.serving.schemas import ScoreRequest
+from pitstore.serving.scoring import Model, model_input, request_features, score_row
+from pitstore.serving.settings import ServingSettings
+
+TOLERANCE = 1e-12
+
+
+class ExplainError(RuntimeError):
+    pass
+
+
+@dataclass
+class Replay:
+    decision_id: str
+    logged: dict[str, Any]
+    score: float | None
+    decision: str
+    reasons: list[dict[str, Any]]
+    matches: bool
+    mismatches: list[str] = field(default_factory=list)
+
+
+def replay(settings: ServingSettings, decision_id: str, audit_dir: Path | None = None) -> Replay:
+    record = find_decision(audit_dir or settings.resolved_audit_dir, decision_id)
+    if record is None:
+        raise ExplainError(f"no decision {decision_id!r} in {settings.resolved_audit_dir}")
+    req = ScoreRequest.model_validate(record["request"])
+    txn = req.txn()
+    problems: list[str] = []
+    if record["fallback"]:
+        fd = fb.fallback_decision(txn, record["fallback"])
+        if fd.decision != record["decision"] or fd.rule != record["fallback_rule"]:
+            problems.append(
+                f"fallback rules now give {fd.decision}/{fd.rule}, "
+                f"logged {record['decision']}/{record['fallback_rule']}"
+            )
+        reasons = [{"feature": None, "rule": fd.rule, "text": fd.text}]
+        return Replay(decision_id, record, None, fd.decision, reasons, not problems, problems)
+
+    model = load_version(settings, str(record["model_version"]))
+    service = service_by_name(str(record["feature_service"]))
+    feast_values = {
+        f"{view}__{name}": value
+        for view, part in record["features"].items()
+        for name, value in part["values"].items()
+    }
+    req_feats = request_features(txn, feast_values, service)
+    if req_feats != record["request_features"]:
+        problems.append(
+            f"request-time features differ: now {req_feats}, logged {record['request_features']}"
+        )
+    row = model_input(model.feature_columns, feast_values, req_feats)
+    if row != record["model_input"]:
+        problems.append("the rebuilt model input differs from the logged one")
+    result = score_row(model, row)
+    if not math.isclose(result.score, record["score"], rel_tol=0, abs_tol=TOLERANCE):
+        problems.append(f"score {result.score!r} != logged {record['score']!r}")
+    if result.decision != record["decision"]:
+        problems.append(f"decision {result.decision} != logged {record['decision']}")
+    reasons = [r.as_dict() for r in result.reasons]
+    if [r["feature"] for r in reasons] != [r["feature"] for r in record["reasons"]]:
+        problems.append("top reasons differ from the logged ones")
+    return Replay(
+        decision_id, record, result.score, result.decision, reasons, not problems, problems
+    )
+
+
+def load_version(settings: ServingSettings, version: str) -> Model:
+    from pitstore.models.registry import load_model
+
+    try:
+        return load_model(settings.pitstore_settings(), version)
+    except Exception as exc:
+        raise ExplainError(f"cannot load model version {version!r}: {exc}") from exc

@@ -1,0 +1,154 @@
+"""Fraud training rows from transactions, with labels known by a cutoff date.
+
+One request row per (deduplicated) transaction: ``ts`` = the transaction's
+``event_ts`` -- it is scored just before it happens. Features are joined with
+``feature_ts <= ts``; a boundary ``T`` covers events ``< T``, so a transaction
+never sees itself.
+
+Labels have their own time (DESIGN.md): a label counts only if its
+``label_ts`` and ``ingested_at`` are both ``<= known_by``. A transaction is
+
+- ``fraud``: a fraud label known by the cutoff (label 1);
+- ``genuine``: a dispute resolved as genuine known by the cutoff (label 0);
+- ``assumed_genuine``: no label known, and the transaction is at least
+  ``maturity`` old at the cutoff -- a chargeback would most likely have
+  arrived by now (label 0);
+- ``immature``: no label known and younger than ``maturity``: its label could
+  not be known yet. Excluded by default (``immature="exclude"``), or kept with
+  a null label (``immature="mark"``). The audit counts them.
+
+Only transactions ingested by the cutoff are rows (the bank did not know of
+the others). Reads the dbt warehouse (read-only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pitstore.core.config import Settings
+from pitstore.core.timeutil import from_us, to_us
+
+DEFAULT_MATURITY = timedelta(days=14)
+CONTEXT_COLUMNS = ("amount", "channel", "country", "merchant_category", "currency")
+
+
+class LabelError(ValueError):
+    """A label cutoff or window that cannot be honoured."""
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    known_by: datetime
+    maturity: timedelta = DEFAULT_MATURITY
+    immature: str = "exclude"  # or "mark"
+    start: datetime | None = None  # first event_ts included
+    end: datetime | None = None  # event_ts strictly before this
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "labels_known_by": self.known_by.isoformat(),
+            "maturity_days": self.maturity.total_seconds() / 86400,
+            "immature": self.immature,
+            "window_start": self.start.isoformat() if self.start else None,
+            "window_end": self.end.isoformat() if self.end else None,
+        }
+
+
+def newest_run(con: duckdb.DuckDBPyConnection) -> int | None:
+    tables = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
+    if "transform_runs" not in tables:
+        return None
+    return con.execute("select max(watermark_us) from transform_runs").fetchall()[0][0]
+
+
+def fraud_requests(settings: Settings, policy: LabelPolicy) -> tuple[pa.Table, dict[str, Any]]:
+    """Request rows (keys, ts, label, context) and the label audit."""
+    if policy.immature not in ("exclude", "mark"):
+        raise LabelError(f"immature must be 'exclude' or 'mark', not {policy.immature!r}")
+    if policy.known_by.tzinfo is None:
+        raise LabelError("labels-known-by must be timezone-aware")
+    if not settings.warehouse.exists():
+        raise LabelError(f"no warehouse at {settings.warehouse}: run `pitstore transform` first")
+    cut = to_us(policy.known_by)
+    mature_before = to_us(policy.known_by - policy.maturity)
+    lo = to_us(policy.start) if policy.start else -(2**62)
+    hi = min(to_us(policy.end), cut) if policy.end else cut
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        newest = newest_run(con)
+        if newest is None:
+            raise LabelError("the warehouse has no transform run yet")
+        if cut > newest:
+            raise LabelError(
+                f"labels-known-by {policy.known_by.isoformat()} is after the newest run "
+                f"({from_us(newest).isoformat()}): what was known by then is not loaded yet"
+            )
+        ctx = ", ".join(f"t.{c}" for c in CONTEXT_COLUMNS)
+        rows = con.sql(
+            f"""
+            select t.transaction_id, t.account_id, t.merchant_id,
+                   make_timestamptz(t.event_us) as ts, {ctx},
+                   case when l.is_fraud then 'fraud'
+                        when l.transaction_id is not null then 'genuine'
+                        when t.event_us <= {mature_before} then 'assumed_genuine'
+                        else 'immature' end as label_status,
+                   (l2.transaction_id is not null and l.transaction_id is null) as label_later
+            from int_transactions__deduped t
+            left join int_fraud_labels__deduped l
+              on l.transaction_id = t.transaction_id
+             and l.label_us <= {cut} and l.ingested_us <= {cut}
+            left join int_fraud_labels__deduped l2
+              on l2.transaction_id = t.transaction_id and l2.is_fraud
+            where t.ingested_us <= {cut} and t.event_us >= {lo} and t.event_us < {hi}
+            order by t.event_us, t.transaction_id
+            """
+        ).to_arrow_table()
+        not_ingested = con.execute(
+            f"select count(*) from int_transactions__deduped where event_us >= {lo} "
+            f"and event_us < {hi} and ingested_us > {cut}"
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    status = rows.column("label_status")
+    counts = {
+        s: int(pc.sum(pc.equal(status, s)).as_py() or 0)
+        for s in ("fraud", "genuine", "assumed_genuine", "immature")
+    }
+    later = int(pc.sum(rows.column("label_later")).as_py() or 0)
+    rows = rows.drop_columns(["label_later"])
+    label = pc.if_else(
+        pc.equal(status, "fraud"),
+        pa.scalar(1, pa.int8()),
+        pc.if_else(
+            pc.equal(status, "immature"), pa.scalar(None, pa.int8()), pa.scalar(0, pa.int8())
+        ),
+    )
+    rows = rows.append_column("label", label)
+    if policy.immature == "exclude":
+        rows = rows.filter(pc.not_equal(status, "immature"))
+    audit = {
+        "labels": {
+            **policy.describe(),
+            "transactions_in_window": int(counts_total(counts)),
+            "rows": rows.num_rows,
+            "by_status": counts,
+            "immature_excluded": counts["immature"] if policy.immature == "exclude" else 0,
+            "immature_marked": counts["immature"] if policy.immature == "mark" else 0,
+            "not_ingested_by_cutoff": int(not_ingested),
+            # Hindsight, for the report only: fraud labels the warehouse holds
+            # now that were not known at the cutoff (these rows carry 0 or null).
+            "fraud_labels_known_only_after_cutoff": later,
+            "fraud_rate": round(counts["fraud"] / rows.num_rows, 6) if rows.num_rows else None,
+        }
+    }
+    return rows, audit
+
+
+def counts_total(counts: dict[str, int]) -> int:
+    return sum(counts.values())

@@ -1,1 +1,0 @@
-"""Batch transforms: the dbt project (``transforms/dbt``) and the PySpark engine."""
