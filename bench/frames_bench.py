@@ -56,7 +56,7 @@ FEAST_AS_KNOWN_MAX = 200_000
 
 
 def feature_names() -> list[str]:
-    return [f"{v.name}__{f.name}" for v in FRAUD_V1.views for f in v.features]
+    return FRAUD_V1.columns
 
 
 def output_schema() -> pa.Schema:
@@ -64,7 +64,7 @@ def output_schema() -> pa.Schema:
     for v in FRAUD_V1.views:
         for f in v.features:
             typ = pa.int64() if f.dtype == "int64" else pa.float64()
-            fields.append(pa.field(f"{v.name}__{f.name}", typ))
+            fields.append(pa.field(v.column(f), typ))
     return pa.schema(fields)
 
 
@@ -140,7 +140,7 @@ def _child_pandas(settings: Any, requests_path: Path) -> Any:
         )
         for f in feats:
             dtype = "Int64" if view_dtype(view, f) == "int64" else "Float64"
-            out[f"{view.name}__{f}"] = j[f].astype(dtype).mask(gone).array
+            out[view.column(f)] = j[f].astype(dtype).mask(gone).array
     seconds = time.perf_counter() - t0
     table = pa.Table.from_pandas(out, preserve_index=False)
     return table, seconds, before

@@ -56,11 +56,11 @@ def _decode_raw(
                 for f in v.features:
                     raw = h.get(_mmh3(f"{v.name}:{f.name}"))
                     if raw is None:
-                        row[f"{v.name}__{f.name}"] = None
+                        row[v.column(f)] = None
                         continue
                     proto = Value.FromString(raw)
                     kind = proto.WhichOneof("val")
-                    row[f"{v.name}__{f.name}"] = None if kind is None else getattr(proto, kind)
+                    row[v.column(f)] = None if kind is None else getattr(proto, kind)
         out.append(row)
     return out
 

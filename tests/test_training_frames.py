@@ -230,7 +230,7 @@ def test_model_beats_baseline_and_loader_contract(pipeline: Settings) -> None:
     frame = report.frame.to_pandas()
     from pitstore.training.model import add_request_features
 
-    scores = loaded.predict_proba(add_request_features(frame.head(50)))
+    scores = loaded.predict_proba(add_request_features(frame.head(50), FRAUD_V1))
     assert scores.shape == (50,) and ((scores >= 0) & (scores <= 1)).all()
     assert [m["version"] for m in list_models(pipeline) if m["promoted"]] == [report.version]
 

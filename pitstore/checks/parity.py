@@ -528,7 +528,7 @@ def _compare_view(
     join_key = view.entity.join_key
     ttl_us = td_us(view.ttl)
     feats = [FeatureParity(view.name, f.name, f.dtype) for f in view.features]
-    names = [f"{view.name}__{f.name}" for f in view.features]
+    names = view.columns
     vp = ViewParity(view.name, view.entity.name, entities=len(keys), features=feats)
     for key, row in zip(keys, online_rows, strict=True):
         read = row.views[view.name]

@@ -12,7 +12,7 @@ from rich.table import Table
 from pitstore.checks.parity import check_online
 from pitstore.core.config import Settings
 from pitstore.core.feast_store import apply
-from pitstore.core.spec import FEATURE_VIEWS, FRAUD_V1
+from pitstore.core.spec import FEATURE_VIEWS, FRAUD_V1, split_feature_column
 from pitstore.core.timeutil import to_us
 from pitstore.landing.zone import write_landing
 from pitstore.models.registry import promote
@@ -115,7 +115,7 @@ def run_demo(settings: Settings, accounts: int, days: int, console: Console) -> 
     shown.add_column("feature")
     shown.add_column("value")
     for name, value in values.items():
-        if "__" in name:
+        if split_feature_column(name):
             shown.add_row(name, str(value))
     console.print(shown)
     console.print(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from pitstore.core.spec import CARD_NOT_PRESENT_CHANNELS, HOME_COUNTRY
+from pitstore.core.spec import CARD_NOT_PRESENT_CHANNELS, HOME_COUNTRY, FeatureService
 
 REQUEST_FEATURES: tuple[str, ...] = (
     "amount",
@@ -19,6 +19,16 @@ REQUEST_FEATURES: tuple[str, ...] = (
     "is_card_not_present",
     "is_foreign_currency",
 )
+
+
+def account_30d_mean_column(service: FeatureService) -> str | None:
+    """The stored feature column ``amount_vs_30d_mean`` divides by, if the service has it."""
+    for view in service.views:
+        if view.entity.join_key == "account_id":
+            for feature in view.features:
+                if feature.name == "amount_mean_30d":
+                    return view.column(feature)
+    return None
 
 
 def request_time_features(

@@ -83,6 +83,22 @@ class Aggregation:
         ]
 
 
+# The one place a frame / online-row column for a view's feature is named. Feast
+# names joined columns the same way (``full_feature_names=True``).
+COLUMN_SEP = "__"
+
+
+def feature_column(view_name: str, feature_name: str) -> str:
+    """``<view>__<feature>``: the column name of a feature in frames and online rows."""
+    return f"{view_name}{COLUMN_SEP}{feature_name}"
+
+
+def split_feature_column(column: str) -> tuple[str, str] | None:
+    """``(view, feature)`` of a column made by :func:`feature_column`, else None."""
+    view_name, sep, feature_name = column.partition(COLUMN_SEP)
+    return (view_name, feature_name) if sep and view_name and feature_name else None
+
+
 @dataclass(frozen=True)
 class Feature:
     name: str
@@ -107,6 +123,14 @@ class FeatureView:
     @cached_property  # the spec is static; the scoring hot path reads this per request
     def features(self) -> list[Feature]:
         return [f for agg in self.aggregations for f in agg.features()]
+
+    def column(self, feature: str | Feature) -> str:
+        """The frame / online-row column of one of this view's features."""
+        return feature_column(self.name, feature if isinstance(feature, str) else feature.name)
+
+    @cached_property
+    def columns(self) -> list[str]:
+        return [self.column(f) for f in self.features]
 
     @property
     def windows(self) -> list[timedelta]:
@@ -150,6 +174,11 @@ class FeatureService:
     name: str
     views: tuple[FeatureView, ...]
     description: str
+
+    @property
+    def columns(self) -> list[str]:
+        """Every feature column this service serves, in view then feature order."""
+        return [c for v in self.views for c in v.columns]
 
 
 # --- Entities ---------------------------------------------------------------

@@ -158,7 +158,7 @@ class OnlineReader:
         self.ttls = {v.name: overrides.get(v.name, v.ttl) for v in chosen}
         self.service = service
         self.views = tuple(chosen)
-        self.output_names = tuple(f"{v.name}__{f.name}" for v in chosen for f in v.features)
+        self.output_names = tuple(c for v in chosen for c in v.columns)
         groups: list[_EntityGroup] = []
         for join_key in dict.fromkeys(v.entity.join_key for v in chosen):
             fields: list[bytes] = []
@@ -166,7 +166,7 @@ class OnlineReader:
             for v in (v for v in chosen if v.entity.join_key == join_key):
                 feats = []
                 for f in v.features:
-                    feats.append((f"{v.name}__{f.name}", len(fields), f.dtype == "float64"))
+                    feats.append((v.column(f), len(fields), f.dtype == "float64"))
                     fields.append(_mmh3(f"{v.name}:{f.name}"))
                 ts_index = len(fields)
                 fields.append(f"_ts:{v.name}".encode())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pitstore.core.spec import service_by_name
+from pitstore.core.spec import feature_column, service_by_name
 from pitstore.serving import fallback as fb
 from pitstore.serving.audit import find_decision
 from pitstore.serving.schemas import ScoreRequest
@@ -59,7 +59,7 @@ def replay(settings: ServingSettings, decision_id: str, audit_dir: Path | None =
     model = load_version(settings, str(record["model_version"]))
     service = service_by_name(str(record["feature_service"]))
     feast_values = {
-        f"{view}__{name}": value
+        feature_column(view, name): value
         for view, part in record["features"].items()
         for name, value in part["values"].items()
     }

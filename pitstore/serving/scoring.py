@@ -24,8 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from pitstore.core.request_features import request_time_features
-from pitstore.core.spec import FeatureService, view_by_name
+from pitstore.core.request_features import account_30d_mean_column, request_time_features
+from pitstore.core.spec import FeatureService, split_feature_column, view_by_name
 from pitstore.models.fast_model import substitution_matrix
 
 APPROVE, REVIEW, DECLINE = "approve", "review", "decline"
@@ -67,21 +67,11 @@ class ModelScore:
     model_input: dict[str, float]
 
 
-def account_30d_mean_feature(service: FeatureService) -> str | None:
-    """The Feast feature request_time_features() needs, if the service has it."""
-    for view in service.views:
-        if view.entity.join_key == "account_id":
-            for feature in view.features:
-                if feature.name == "amount_mean_30d":
-                    return f"{view.name}__{feature.name}"
-    return None
-
-
 def request_features(
     txn: Mapping[str, object], feast_values: Mapping[str, Any], service: FeatureService
 ) -> dict[str, float]:
     """Training's own request-time features, given the account mean as served."""
-    name = account_30d_mean_feature(service)
+    name = account_30d_mean_column(service)
     mean = feast_values.get(name) if name else None
     return request_time_features(txn, None if mean is None else float(mean))
 
@@ -225,9 +215,10 @@ def describe(column: str, value: float | None, refs: Mapping[str, float]) -> str
 @functools.cache  # the spec is static: one lookup per column, not per request
 def _wording(column: str) -> tuple[str, str] | None:
     """("<feature description> on this <entity>", value kind) for a Feast column."""
-    view_name, sep, feature_name = column.partition("__")
+    parts = split_feature_column(column)
+    view_name, feature_name = parts or ("", "")
     try:
-        view = view_by_name(view_name) if sep else None
+        view = view_by_name(view_name) if parts else None
     except KeyError:
         view = None
     feature = next((f for f in view.features if f.name == feature_name), None) if view else None

@@ -210,9 +210,7 @@ class ScoringService:
                         vr.event_timestamp.isoformat() if vr and vr.event_timestamp else None
                     ),
                     "age_seconds": vr.age.total_seconds() if vr and vr.age is not None else None,
-                    "values": {
-                        f.name: read.row.values.get(f"{view.name}__{f.name}") for f in view.features
-                    },
+                    "values": {f.name: read.row.values.get(view.column(f)) for f in view.features},
                 }
         if reason is None:
             score, decision = result.score, result.decision

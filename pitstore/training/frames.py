@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pitstore.core.config import Settings
-from pitstore.core.spec import FeatureService, service_by_name
+from pitstore.core.spec import COLUMN_SEP, FeatureService, service_by_name
 from pitstore.core.timeutil import WatermarkError, parse_utc
 from pitstore.training.joins import (
     ROW,
@@ -135,9 +135,11 @@ def validate_requests(
         )
     if table.num_rows == 0:
         raise FrameError("no request rows")
-    reserved = [c for c in table.column_names if "__" in c or c == ROW]
+    reserved = [c for c in table.column_names if COLUMN_SEP in c or c == ROW]
     if reserved:
-        raise FrameError(f"request columns {reserved} use '__', reserved for feature columns")
+        raise FrameError(
+            f"request columns {reserved} use {COLUMN_SEP!r}, reserved for feature columns"
+        )
     for key in keys:
         col = table.column(key)
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):

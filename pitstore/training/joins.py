@@ -92,7 +92,7 @@ class StoreError(RuntimeError):
 
 
 def feature_column(view: FeatureView, feature: str) -> str:
-    return f"{view.name}__{feature}"
+    return view.column(feature)
 
 
 def feature_ts_column(view: FeatureView) -> str:

@@ -24,12 +24,15 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from pitstore.core.request_features import REQUEST_FEATURES, request_time_features
+from pitstore.core.request_features import (
+    REQUEST_FEATURES,
+    account_30d_mean_column,
+    request_time_features,
+)
 from pitstore.core.spec import FeatureService
 from pitstore.training.joins import feature_columns
 
 SEGMENTS = ("channel", "country", "merchant_category")
-MEAN_30D = "account_daily__amount_mean_30d"
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,10 @@ def model_feature_columns(service: FeatureService) -> list[str]:
     return [*feature_columns(service), *REQUEST_FEATURES]
 
 
-def add_request_features(frame: pd.DataFrame) -> pd.DataFrame:
+def add_request_features(frame: pd.DataFrame, service: FeatureService) -> pd.DataFrame:
     """Request-time features for each row, via the one function serving calls too."""
-    mean = frame[MEAN_30D] if MEAN_30D in frame else pd.Series(np.nan, index=frame.index)
+    mean_col = account_30d_mean_column(service)
+    mean = frame[mean_col] if mean_col in frame else pd.Series(np.nan, index=frame.index)
     records = frame[
         ["ts", *[c for c in ("amount", "country", "channel", "currency") if c in frame]]
     ].to_dict("records")
@@ -65,7 +69,7 @@ def add_request_features(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_model_frame(table: pa.Table, service: FeatureService) -> pd.DataFrame:
-    df = add_request_features(table.to_pandas())
+    df = add_request_features(table.to_pandas(), service)
     cols = model_feature_columns(service)
     df[cols] = df[cols].astype("float64")
     return df

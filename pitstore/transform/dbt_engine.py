@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from pitstore.core.config import Settings
+from pitstore.core.runs import RunSummary, TransformError, check_run_order
 from pitstore.core.spec import FEATURE_VIEWS, FeatureView
 from pitstore.core.timeutil import from_us, stamp, to_us
 from pitstore.landing import zone as landing
@@ -26,27 +26,6 @@ from pitstore.transform.codegen import mart_name
 # The landing contract: a file whose columns differ is schema drift.
 TRANSACTION_COLUMNS = columns_of(TRANSACTIONS_SCHEMA)
 LABEL_COLUMNS = columns_of(LABELS_SCHEMA)
-
-
-class TransformError(RuntimeError):
-    """A run that must not proceed; the offline store is left as it was."""
-
-
-@dataclass
-class RunSummary:
-    engine: str
-    watermark: str
-    previous_watermark: str | None
-    rows_appended: dict[str, int] = field(default_factory=dict)
-    rows_restated: dict[str, int] = field(default_factory=dict)
-    rows_total: dict[str, int] = field(default_factory=dict)
-    quarantined_new: dict[str, int] = field(default_factory=dict)
-    quarantined_total: int = 0
-    drifted_files: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
 def schema_drift(path: Path, expected: dict[str, str]) -> str | None:
@@ -130,22 +109,6 @@ def discard_incomplete_runs(warehouse: Path, keep_us: list[int]) -> None:
             )
     finally:
         con.close()
-
-
-def check_run_order(watermark_us: int, runs: list[int]) -> int | None:
-    """Runs move forward; repeating an earlier run is allowed (it is idempotent).
-
-    Inserting a *new* run before the newest one would leave later versions
-    computed against a history that did not include it, so it is refused.
-    Returns the previous run's watermark, if any.
-    """
-    if runs and watermark_us < max(runs) and watermark_us not in runs:
-        raise TransformError(
-            "watermark is earlier than the newest run and was never run before: "
-            "runs must move forward (re-running an existing watermark is allowed)"
-        )
-    earlier = [r for r in runs if r < watermark_us]
-    return max(earlier) if earlier else None
 
 
 def run_dbt(args: list[str], settings: Settings, write_json: bool = True) -> None:

@@ -9,7 +9,7 @@ from pitstore.core.timeutil import from_us
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from pitstore.transform.dbt_engine import RunSummary
+    from pitstore.core.runs import RunSummary
 
 DRIFT_REASON = "schema drift in landing file"
 
