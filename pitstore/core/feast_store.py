@@ -8,6 +8,8 @@ import sys
 from typing import Any
 from urllib.parse import urlparse
 
+import yaml
+
 from pitstore.core.config import Settings
 from pitstore.core.paths import FEATURE_REPO  # noqa: E402
 
@@ -30,18 +32,35 @@ def redis_url_to_feast(url: str) -> str:
 
 
 def configure_env(settings: Settings) -> None:
-    """Export what feature_store.yaml's ${VARS} and the definitions read."""
+    """Export PITSTORE_HOME, which the definitions in feature_repo/ read (their sources' paths)."""
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     os.environ["PITSTORE_HOME"] = str(settings.home)
-    os.environ["PITSTORE_FEAST_REGISTRY"] = str(settings.feast_dir / "registry.db")
-    os.environ["PITSTORE_FEAST_REDIS"] = redis_url_to_feast(settings.redis_url)
+
+
+def repo_config(settings: Settings) -> Any:
+    """feature_store.yaml, with the registry and Redis of ``settings``.
+
+    The yaml holds a checkout's defaults so that Feast can open the repo on its
+    own; pitstore never relies on them and never on environment expansion.
+    """
+    from feast.repo_config import RepoConfig
+
+    raw = yaml.safe_load((FEATURE_REPO / "feature_store.yaml").read_text())
+    raw["registry"] = str(settings.feast_dir / "registry.db")
+    raw["online_store"] = {
+        **raw["online_store"],
+        "connection_string": redis_url_to_feast(settings.redis_url),
+    }
+    config = RepoConfig(**raw)
+    config.repo_path = FEATURE_REPO
+    return config
 
 
 def get_store(settings: Settings) -> Any:
     from feast import FeatureStore
 
     configure_env(settings)
-    return FeatureStore(repo_path=str(FEATURE_REPO))
+    return FeatureStore(repo_path=str(FEATURE_REPO), config=repo_config(settings))
 
 
 def definitions() -> list[Any]:

@@ -131,9 +131,20 @@ def build_audit(
     if other is not None:
         key = "as_of" if mode == "as_known" else "as_known"
         audit[f"vs_{key}"] = compare(table, other, service)
-    audit["ok"] = event_leaks == 0 and (mode != "as_known" or created_leaks == 0)
+    leak_free = event_leaks == 0 and (mode != "as_known" or created_leaks == 0)
+    if not leak_free:
+        raise LeakError(f"frame contains future values: {leaks}")
+    # A key the store never saw is almost always a typo or a wrong id scheme
+    # (A00001 for A000001): its rows are all-null, which looks like data. The
+    # frame is still returned (a brand-new customer is legitimate), but not "ok".
+    # Views of one entity see the same unknown rows: count each entity key once.
+    by_key: dict[str, int] = {}
+    for view in service.views:
+        key = view.entity.join_key
+        by_key[key] = max(by_key.get(key, 0), unknown_entities.get(view.name) or 0)
+    unknown = sum(by_key.values())
+    audit["unknown_entity_rows"] = unknown
+    audit["ok"] = unknown == 0
     if extra:
         audit.update(extra)
-    if not audit["ok"]:
-        raise LeakError(f"frame contains future values: {leaks}")
     return audit
