@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from pitstore.cli import batch, parity, serving, training
+from pitstore.cli import backfill, batch, parity, serving, training
 
 app = typer.Typer(
     name="pitstore",
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 
 batch.register(app)
+backfill.register(app)
 serving.register(app)
 app.add_typer(parity.parity_app, name="parity")
 training.register(app)

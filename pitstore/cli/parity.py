@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from pitstore.cli.common import console, err
+from pitstore.cli.common import fail as _fail
+
+if TYPE_CHECKING:
+    from pitstore.core.config import Settings
+    from pitstore.core.spec import FeatureService
+
 parity_app = typer.Typer(help="Prove online == offline and dbt == Spark.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
 
 
 def _pct(value: float | None) -> str:
@@ -77,9 +77,13 @@ def print_online_parity(result: object) -> None:
 @parity_app.command("online")
 def online(
     watermark: Annotated[
-        str,
-        typer.Option("--watermark", "-w", help="W, ISO-8601 with offset: compare at ts = W."),
-    ],
+        str | None,
+        typer.Option(
+            "--watermark",
+            "-w",
+            help="W, ISO-8601 with offset: compare at ts = W (default: the W Redis holds).",
+        ),
+    ] = None,
     service: Annotated[str, typer.Option(help="Feature service.")] = "fraud_v1",
     sample: Annotated[
         int | None, typer.Option(help="Compare a deterministic sample of N entities per type.")
@@ -117,12 +121,19 @@ def online(
     if sample is not None and sample < 1:
         _fail("--sample must be >= 1")
     try:
-        w = parse_utc(watermark)
         svc = service_by_name(service)
-    except (WatermarkError, KeyError) as exc:
-        _fail(str(exc))
-        raise
+    except KeyError as exc:
+        _fail(str(exc.args[0]))
     settings = get_settings()
+    held = _redis_watermarks(settings, svc)
+    try:
+        w = parse_utc(watermark) if watermark else _one_watermark(held)
+    except WatermarkError as exc:
+        _fail(str(exc))
+    others = sorted({h.isoformat() for h in held.values() if h is not None and h != w})
+    if others or None in held.values():
+        shown = ", ".join(f"{v}={h.isoformat() if h else 'none'}" for v, h in held.items())
+        err.print(f"note: comparing at W={w.isoformat()}; Redis holds {shown}", highlight=False)
     try:
         extra = [ExternalSection.load(p) for p in section or []]
         result = check_online(
@@ -138,6 +149,26 @@ def online(
     console.print(f"report: {json_path} and {md_path}")
     if not report.passed:
         raise typer.Exit(1)
+
+
+def _redis_watermarks(settings: Settings, service: FeatureService) -> dict[str, datetime | None]:
+    """The W each of the service's views was last materialized at in Redis (None: never)."""
+    from redis.exceptions import RedisError
+
+    from pitstore.online.materialize import materialized_watermark
+
+    try:
+        return {v.name: materialized_watermark(settings, v) for v in service.views}
+    except RedisError as exc:
+        _fail(f"cannot read Redis at {settings.redis_url}: {exc}", code=1)
+
+
+def _one_watermark(held: dict[str, datetime | None]) -> datetime:
+    marks = [h for h in held.values() if h is not None]
+    if not marks:
+        _fail("Redis holds no materialized watermark: run `pitstore materialize -w W` or give -w")
+    # The oldest: a view behind the others is what a scorer would read stale.
+    return min(marks)
 
 
 @parity_app.command("simulate")

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from pitstore.cli.common import console, err, step
+from pitstore.cli.common import fail as _fail
 from pitstore.core.config import get_settings
 
-console = Console()
-err = Console(stderr=True)
+if TYPE_CHECKING:
+    import pandas as pd
 
 frame_app = typer.Typer(
     help="Build a leakage-free training frame (or verify one).",
@@ -22,11 +23,6 @@ frame_app = typer.Typer(
     no_args_is_help=False,
 )
 models_app = typer.Typer(help="List and promote model versions.", no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
 
 
 def _date(text: str, what: str) -> datetime:
@@ -86,29 +82,26 @@ def build(
     from pitstore.training.labels import LabelError
     from pitstore.training.pipeline import build_fraud_frame
 
+    if requests and labels_known_by:
+        _fail("give --requests FILE or --labels-known-by DATE, not both")
+    if not requests and not labels_known_by:
+        _fail("give --requests FILE or --labels-known-by DATE")
+    if requests and (start or end):
+        _fail("--start/--end select fraud rows: use them with --labels-known-by, not --requests")
     use_system_allocator()
     settings = get_settings()
     try:
         if labels_known_by:
             policy = _policy(labels_known_by, label_maturity_days, immature, start, end)
+            step(f"building a {mode} frame of {service}: labelled transactions, {labels_known_by}")
             frame = build_fraud_frame(settings, policy, service, mode, engine)
-        elif requests:
-            import pandas as pd
-
-            if not requests.exists():
-                _fail(f"no such file {requests}")
-            table = (
-                pd.read_csv(requests, dtype=str)
-                if requests.suffix == ".csv"
-                else pd.read_parquet(requests)
-            )
-            frame = build_frame(settings, table, service, mode, engine)
         else:
-            _fail("give --requests FILE or --labels-known-by DATE")
-            return
+            assert requests is not None
+            table = _read_requests(requests)
+            step(f"building a {mode} frame of {service} for {len(table)} request rows")
+            frame = build_frame(settings, table, service, mode, engine)
     except (FrameError, LabelError, StoreError) as exc:
         _fail(str(exc))
-        return
     paths = write_frame(frame, out)
     a = frame.audit
     console.print(
@@ -127,6 +120,30 @@ def build(
             )
     if "labels" in a:
         console.print(f"labels: {json.dumps(a['labels']['by_status'])}")
+    if a.get("unknown_entity_rows"):
+        by_view = {v: m["unknown_entity"] for v, m in a["missing"].items() if m["unknown_entity"]}
+        err.print(
+            f"[bold yellow]warning:[/] {a['unknown_entity_rows']} request rows have entity keys "
+            f"the store never saw ({by_view}): their features are null; audit ok=false",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
+def _read_requests(path: Path) -> pd.DataFrame:
+    """Request rows from a .csv or .parquet file, or one clear error."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if not path.is_file():
+        _fail(f"no such file {path}")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        _fail(f"{path}: request rows must be a .csv or .parquet file, not {suffix or 'no suffix'}")
+    try:
+        return pd.read_csv(path, dtype=str) if suffix == ".csv" else pd.read_parquet(path)
+    except (pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        _fail(f"{path}: cannot read request rows: {str(exc).splitlines()[0]}")
 
 
 @frame_app.command("verify")
