@@ -97,3 +97,13 @@ def test_an_unknown_entity_is_counted_warned_and_fails_the_frame(
     assert res.exit_code == 1, res.output
     assert "1 request rows have entity keys the store never saw" in res.output
     assert (tmp_path / "f" / "manifest.json").exists()  # the frame is still written
+
+
+@pytest.mark.parametrize("text", ["2026-02-19", "2026-02-19T10:00", "2026-02-19 10:00:00.5"])
+def test_the_missing_offset_hint_is_itself_valid(text: str) -> None:
+    from pitstore.core.timeutil import WatermarkError, parse_utc
+
+    with pytest.raises(WatermarkError) as caught:
+        parse_utc(text)
+    hint = str(caught.value).split("e.g. ")[1]
+    assert parse_utc(hint).isoformat() == hint

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -14,8 +14,8 @@ from pitstore.core.config import Settings
 from pitstore.core.feast_store import apply
 from pitstore.core.spec import FEATURE_VIEWS, FRAUD_V1, split_feature_column
 from pitstore.core.timeutil import to_us
-from pitstore.landing.zone import write_landing
-from pitstore.models.registry import promote
+from pitstore.landing.zone import MANIFEST_NAME, read_manifest, write_landing
+from pitstore.models.registry import promote, promoted_version
 from pitstore.online.feast_read import read_online
 from pitstore.online.materialize import materialize_view
 from pitstore.synth.generate import GeneratorParams, generate
@@ -24,10 +24,32 @@ from pitstore.training.pipeline import train_fraud
 from pitstore.transform.dbt_engine import existing_runs, transform_dbt
 
 
+def demo_params(settings: Settings, accounts: int, days: int, today: date) -> GeneratorParams:
+    """The demo's data: ``days`` days that end at today's midnight (UTC).
+
+    Ending today is what makes the first scoring call work: a transaction
+    stamped now finds features the last run (W = today 00:00) published, within
+    every view's TTL. The data is deterministic per start date. A home that
+    already holds a demo keeps its data (the landing zone is append-only).
+    """
+    if (settings.landing / MANIFEST_NAME).exists():
+        return GeneratorParams.from_dict(read_manifest(settings.landing).params)
+    start = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=days)
+    return GeneratorParams(
+        accounts=accounts, merchants=max(20, accounts // 7), days=days, start=start
+    )
+
+
 def run_demo(settings: Settings, accounts: int, days: int, console: Console) -> None:
     started = time.perf_counter()
-    params = GeneratorParams(accounts=accounts, merchants=max(20, accounts // 7), days=days)
+    params = demo_params(settings, accounts, days, datetime.now(UTC).date())
+    days = params.days
     console.rule("1. landing zone")
+    if params.complete_through.date() != datetime.now(UTC).date():
+        console.print(
+            f"note: {settings.landing} holds demo data ending {params.complete_through.date()}; "
+            "`make clean && make demo` makes data that ends today"
+        )
     manifest = write_landing(generate(params), settings.landing)
     rows = sum(p.rows for p in manifest.partitions)
     console.print(
@@ -84,8 +106,14 @@ def run_demo(settings: Settings, accounts: int, days: int, console: Console) -> 
     with console.status("training (as_known, then as_of for comparison)..."):
         policy = LabelPolicy(known_by=last, maturity=timedelta(days=14))
         report = train_fraud(settings, policy, FRAUD_V1.name, compare_modes=True)
+    before = promoted_version(settings)
     promote(settings, report.version)
     metrics = report.card["metrics"]
+    if before and before != report.version:
+        console.print(
+            f"promoted {report.version} in place of {before} "
+            f"(`pitstore models promote {before}` to roll back)"
+        )
     console.print(
         f"model {report.version} promoted: PR-AUC {metrics['pr_auc']:.3f} "
         f"(base rate {metrics['baseline_pr_auc']:.4f}), ROC-AUC {metrics['roc_auc']:.3f}"

@@ -22,7 +22,10 @@ def parse_utc(text: str, what: str = "watermark") -> datetime:
             f"{what} {text!r} is not an ISO-8601 timestamp (e.g. 2026-01-05T00:00:00+00:00)"
         ) from exc
     if value.tzinfo is None or value.utcoffset() is None:
-        raise WatermarkError(f"{what} {text!r} has no UTC offset; write it as e.g. {text}+00:00")
+        # The hint is built from the parsed value, so it is itself valid input
+        # (a bare date "2026-02-19" becomes "2026-02-19T00:00:00+00:00").
+        hint = value.replace(tzinfo=UTC).isoformat()
+        raise WatermarkError(f"{what} {text!r} has no UTC offset; write it as e.g. {hint}")
     return value.astimezone(UTC)
 
 
