@@ -17,6 +17,9 @@ class Settings(BaseSettings):
 
     pitstore_home: Path = Path("data")
     redis_url: str = "redis://localhost:6379/0"
+    # Spark's own log level (PITSTORE_SPARK_LOG_LEVEL): ERROR keeps CI logs to
+    # what pitstore prints; WARN or INFO when debugging a cluster run.
+    spark_log_level: str = "ERROR"
 
     @cached_property
     def home(self) -> Path:

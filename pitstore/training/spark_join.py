@@ -29,13 +29,9 @@ def point_in_time_join_spark(
     spark: Any, req: pa.Table, service: FeatureService, mode: str, files: dict[str, list[Path]]
 ) -> pa.Table:
     if spark is None:
-        from pyspark.sql import SparkSession
+        from pitstore.transform.spark.job import spark_session
 
-        spark = (
-            SparkSession.builder.appName("pitstore-training")
-            .config("spark.sql.session.timeZone", "UTC")
-            .getOrCreate()
-        )
+        spark = spark_session()
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     keys = sorted({v.entity.join_key for v in service.views})
     req_df = spark.createDataFrame(req.select([ROW, *keys, TS]).to_pandas())

@@ -146,7 +146,12 @@ def spark_session(master: str | None = DEFAULT_MASTER) -> SparkSession:
         builder = builder.config("spark.sql.shuffle.partitions", str(os.cpu_count() or 2))
     for key, value in SPARK_CONF.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    # No stage progress bars: they flood CI logs and non-TTY output.
+    session = builder.config("spark.ui.showConsoleProgress", "false").getOrCreate()
+    from pitstore.core.config import get_settings
+
+    session.sparkContext.setLogLevel(get_settings().spark_log_level)
+    return session
 
 
 def transform_spark(
