@@ -77,12 +77,12 @@ def _score_cells(r: dict[str, Any]) -> Cells:
         + _light_cell(r)
         + _steal_cell(p, n)
         + (
-            f"; not judged: the load client lagged ({', '.join(r['client_lagged'])})"
+            f"; p99 not judged: the load client lagged ({', '.join(r['client_lagged'])})"
             if r.get("client_lagged")
             else ""
         )
         + (
-            f"; not judged: the reference failed {r['reference_errors']} requests"
+            f"; p99 not judged: the reference failed {r['reference_errors']} requests"
             if r.get("reference_errors")
             else ""
         )

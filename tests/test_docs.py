@@ -40,7 +40,8 @@ SESSION = re.compile(r"session", re.IGNORECASE)
 
 def session_words(text: str) -> list[str]:
     """The lines that use "session" other than as a Spark session."""
-    return [line.strip() for line in text.splitlines() if SESSION.search(SPARK_SESSION.sub("", line))]
+    lines = text.splitlines()
+    return [line.strip() for line in lines if SESSION.search(SPARK_SESSION.sub("", line))]
 
 
 def test_session_rule() -> None:
@@ -147,7 +148,7 @@ def test_every_command_and_option_is_documented() -> None:
         if f"pitstore {name}" not in (ROOT / "docs" / "cli.md").read_text():
             problems.append(f"{name}: no example")
         for param in cmd.params:
-            if param.param_type_name == "option" and param.name != "help":
-                if not any(f"`{opt}" in sections[name] for opt in param.opts):
-                    problems.append(f"{name}: option {param.opts[0]} not described")
+            described = any(f"`{opt}" in sections[name] for opt in param.opts)
+            if param.param_type_name == "option" and param.name != "help" and not described:
+                problems.append(f"{name}: option {param.opts[0]} not described")
     assert problems == [], "docs/cli.md is behind the CLI:\n" + "\n".join(problems)
