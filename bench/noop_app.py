@@ -1,12 +1,14 @@
-"""Benchmark #3's baseline: a FastAPI endpoint that does nothing, served like pitstore.
+"""Benchmark #3's yardstick and reference: a FastAPI endpoint that does no scoring.
 
 Same framework, same uvicorn settings (host, log level, one process), same
-request body: the difference in latency is what pitstore's scoring costs.
+request body as pitstore.
 
-With ``--durable-audit DIR`` it does one thing more, what every pitstore
-decision must: it appends a record of the request to pitstore's own audit log
-(``serving.audit.AuditLog``: group commit, fsync) before it answers. That
-reference separates what the durable write costs from what scoring costs.
+With ``--durable-audit DIR`` it is #3's yardstick: before it answers it appends
+a record of the request to pitstore's own audit log (``serving.audit.AuditLog``:
+group commit, fsync), what every pitstore decision must do. pitstore is judged
+against it (``bench/score_verdict.py``), so the ratio is what scoring costs on
+top of the same durable write. Without the flag it is the plain no-op, kept in
+the table for reference.
 """
 
 from __future__ import annotations

@@ -149,7 +149,8 @@ def run_all(
             else:  # the whole online benchmark failed: both rows say why
                 benches["online_1"] = benches["online_100"] = online
 
-            # 3: the scoring API under load (serving/, bench/score_load.py).
+            # 3: the scoring API under load against the no-op + the same durable audit
+            # append (bench/score_load.py runs it, bench/score_verdict.py judges it).
             if "score_http" in only:
                 benches["score_http"] = score_http(settings, size_name, idle_hold)
 
@@ -191,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-idle-hold",
         action="store_true",
-        help="let idle cores sleep (bench/machine.py: by default the run holds idle states off)",
+        help="let idle cores sleep (bench/machine.py: by default the run holds idle states off; "
+        "a bench option, no part of any verdict)",
     )
     args = parser.parse_args(argv)
     run_all(args.size, args.out, args.keep, tuple(args.only), not args.no_idle_hold)
