@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pitstore.checks.parity import check_online
+from pitstore.cli.common import fail
 from pitstore.core.config import Settings
 from pitstore.core.feast_store import apply
 from pitstore.core.spec import FEATURE_VIEWS, FRAUD_V1, split_feature_column
@@ -19,7 +20,8 @@ from pitstore.models.registry import promote, promoted_version
 from pitstore.online.feast_read import read_online
 from pitstore.online.materialize import materialize_view
 from pitstore.synth.generate import GeneratorParams, generate
-from pitstore.training.labels import LabelPolicy
+from pitstore.training.frames import FrameError
+from pitstore.training.labels import LabelError, LabelPolicy
 from pitstore.training.pipeline import train_fraud
 from pitstore.transform.dbt_engine import existing_runs, transform_dbt
 
@@ -103,9 +105,13 @@ def run_demo(settings: Settings, accounts: int, days: int, console: Console) -> 
     console.print(
         "compacted: " + ", ".join(f"{s.view} {s.rows:,} rows" for s in compacted if s.compacted)
     )
-    with console.status("training (as_known, then as_of for comparison)..."):
-        policy = LabelPolicy(known_by=last, maturity=timedelta(days=14))
+    console.print("training (as_known, then as_of for comparison)...")
+    policy = LabelPolicy(known_by=last, maturity=timedelta(days=14))
+    try:
         report = train_fraud(settings, policy, FRAUD_V1.name, compare_modes=True)
+    except (FrameError, LabelError, ValueError) as exc:
+        # Too little mature, labelled data (e.g. --days under the 14-day maturity).
+        fail(f"cannot train on this demo's data: {exc} (try more --days or --accounts)")
     before = promoted_version(settings)
     promote(settings, report.version)
     metrics = report.card["metrics"]
