@@ -21,6 +21,7 @@ app = typer.Typer(
 batch.register(app)
 serving.register(app)
 app.add_typer(parity.parity_app, name="parity")
+app.add_typer(serving.audit_app, name="audit")
 training.register(app)
 
 
