@@ -66,7 +66,7 @@ class ModelRegistryError(LookupError):
 def version_dir(settings: Settings, version: str) -> Path:
     """The version's directory, refused unless the id is well-formed and the
     real path (symlinks resolved) is a directory right inside ``models/``."""
-    if not VERSION_ID.match(version) or ".." in version:
+    if not VERSION_ID.fullmatch(version) or ".." in version:
         raise ModelRegistryError(f"invalid model version id {version!r}")
     root = models_dir(settings).resolve()
     folder = (root / version).resolve()
