@@ -66,11 +66,13 @@ def prefill(directory: Path, records: int, size: int) -> dict[str, dict[str, flo
     for log in logs.values():
         log.close()
     out: dict[str, dict[str, float]] = {
-        mode: _quantiles(us[10:]) for mode, us in flushes.items()  # skip file creation
+        mode: _quantiles(us[10:])
+        for mode, us in flushes.items()  # skip file creation
     }
     # Record i of each mode ran back to back: the ratio within a pair cancels the
     # load the neighbours put on the disk at that moment.
-    ratios = sorted(p / a for a, p in zip(flushes["append"][10:], flushes["prefill"][10:]))
+    pairs = zip(flushes["append"][10:], flushes["prefill"][10:], strict=True)
+    ratios = sorted(p / a for a, p in pairs)
     out["paired"] = {"median_prefill_over_append": round(ratios[len(ratios) // 2], 3)}
     return out
 
