@@ -195,7 +195,7 @@ def test_files_are_padded_ahead_while_open_and_cut_to_their_data_on_close(
 ) -> None:
     log = AuditLog(tmp_path, prefill_bytes=64 * 2**10, key=KEY)
     lines = [log.append(record(i)) for i in range(3)]
-    log._wait_prefill()
+    log._prefill.wait()
     (path,) = tmp_path.glob("day=*/*.jsonl")
     data = b"".join(lines)
     content = path.read_bytes()

@@ -18,11 +18,11 @@ checkpoints (file, record count, last hash): when a file opens, every
 or closes. A checkpoint is written only after the records it covers are
 durable. ``pitstore audit verify`` checks both.
 
-Files are *prefilled*: a background thread writes newline padding ahead of the
-data (``prefill_bytes`` at a time), so most records overwrite padding whose
-size is already on disk, and their fdatasync flushes the data alone. Why: an
-append changes the file's size, so each append's flush also wrote the inode
-(docs/decisions/0005-audit-prefill.md has the measurements). The padding
+Files are *prefilled* (``audit_prefill``): a background thread writes newline
+padding ahead of the data (``prefill_bytes`` at a time), so most records
+overwrite padding whose size is already on disk, and their fdatasync flushes
+the data alone. Why: an append changes the file's size, so each append's flush
+also wrote the inode (docs/decisions/0005-audit-prefill.md). The padding
 reads as blank lines, which every reader here and DuckDB's ``read_json``
 skip; a file is cut back to its data when it is closed, so only a crashed
 process's file ends in blank lines (at most ``prefill_bytes`` of them).
@@ -48,15 +48,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,9 +69,25 @@ from pitstore.serving.audit_chain import (
     sig_path,
     signature_line,
 )
+from pitstore.serving.audit_prefill import Prefill
+from pitstore.serving.audit_read import (
+    count_records,
+    find_decision,
+    iter_records,
+    locate_decision,
+)
 
-DECISION_ID = re.compile(r"^(\d{8})-[0-9a-f]{32}$")
 log = logging.getLogger("pitstore.serving")
+# The readers live in audit_read; every caller imports them from here.
+__all__ = [
+    "AuditError",
+    "AuditLog",
+    "count_records",
+    "find_decision",
+    "iter_records",
+    "locate_decision",
+    "new_decision_id",
+]
 
 
 class AuditError(RuntimeError):
@@ -112,19 +125,8 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()  # every waiter may have been cancelled: not "never retrieved"
 
 
-def _idle_priority() -> None:
-    """The prefill thread runs at idle priority: only while the loop waits."""
-    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-
-
 def new_decision_id(now: datetime) -> str:
     return f"{now.astimezone(UTC):%Y%m%d}-{uuid.uuid4().hex}"
-
-
-def encode(record: dict[str, Any]) -> bytes:
-    """One JSON line without the chain; NaN/inf are refused (not JSON, not valid inputs)."""
-    return body(record) + b"\n"
 
 
 class AuditLog:
@@ -142,7 +144,6 @@ class AuditLog:
         # The HMAC key; by default <root>/../audit.key, which is <home>/audit.key
         # for the default audit_dir (``audit_key`` resolves it from settings).
         self.key = key if key is not None else load_key(key_file(root.parent), create=True)
-        self.prefill_bytes = min(prefill_bytes, rotate_bytes)  # 0: plain appends
         self.on_flush = on_flush  # seconds per group write + fsync (a metric)
         self.rotate_bytes = rotate_bytes
         self.checkpoint_records = checkpoint_records
@@ -162,14 +163,9 @@ class AuditLog:
         self._signed = 0  # records of the current file covered by a checkpoint
         self._signed_at = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._error: str | None = None
-        self._prefilled = 0  # the current file's padding ends here
-        self._prefilling: Future[None] | None = None  # padding [_prefill_from, ...) in progress
-        self._prefill_from = 0
-        self._padding = b"\n" * self.prefill_bytes
-        self._prefill_thread = ThreadPoolExecutor(
-            1, thread_name_prefix="audit-prefill", initializer=_idle_priority
-        )
+        self._prefill = Prefill(prefill_bytes, rotate_bytes)
         self._queued: _Queued | None = None  # records of this loop iteration, not yet written
         self.records = 0
 
@@ -282,9 +278,7 @@ class AuditLog:
         end = self._size + len(chunk)
         if self._dirty_end > end:  # a failed write left bytes past this one: pad them
             chunk += b"\n" * (self._dirty_end - end)
-        pending = self._prefilling
-        if pending is not None and not pending.done() and end > self._prefill_from:
-            self._wait_prefill()  # never write where padding is being written (a burst)
+        self._prefill.before_write(self._size + len(chunk))
         n = os.pwrite(self._fd, chunk, self._size)
         if n != len(chunk):
             # Stay on this file: the next write starts at the same offset; until
@@ -297,43 +291,7 @@ class AuditLog:
             raise OSError(f"short write to the audit log ({n} of {len(chunk)} bytes)")
         self._dirty_end = 0
         self._size = end
-        self._prefill_ahead()
-
-    def _prefill_ahead(self) -> None:
-        """Start padding the next ``prefill_bytes`` once half the padding is used."""
-        pending = self._prefilling
-        if not self.prefill_bytes or (pending is not None and not pending.done()):
-            return
-        if self._prefilled - self._size > self.prefill_bytes // 2:
-            return
-        start = max(self._prefilled, self._size)
-        stop = min(start + self.prefill_bytes, self.rotate_bytes)
-        if stop > start:
-            assert self._fd is not None
-            self._prefill_from = start
-            self._prefilling = self._prefill_thread.submit(self._prefill, self._fd, start, stop)
-
-    def _prefill(self, fd: int, start: int, stop: int) -> None:
-        """Pad ``[start, stop)`` with newlines, on the log's own thread at idle
-        priority (``_idle_priority``: it runs while the loop waits).
-
-        Not flushed here: the next record's fdatasync writes the padding and the
-        new size once, then many records' flushes find neither. A flush of its
-        own on this thread was measured worse: a record's fdatasync waits for
-        every page of the file under writeback, so it often waited for that one
-        (1.4% of flushes took 5-25 ms)."""
-        try:
-            # a short write pads less: records past it append, contiguous as ever
-            pad = memoryview(self._padding)[: stop - start]
-            self._prefilled = start + os.pwrite(fd, pad, start)
-        except Exception as exc:  # noqa: BLE001  records still append past it, only slower
-            # (never raised: a writer waiting on this must not fail for padding)
-            log.warning("audit log prefill failed (%s); appending without it", exc)
-
-    def _wait_prefill(self) -> None:
-        if self._prefilling is not None:
-            self._prefilling.result()
-            self._prefilling = None
+        self._prefill.ahead(self._fd, end)
 
     def _sync(self, seq: int) -> None:
         head = self._head  # every record it counts was written before the flush below
@@ -367,8 +325,11 @@ class AuditLog:
 
     def _schedule_checkpoint(self) -> None:
         """Sign unsigned records within ``checkpoint_seconds`` even if none follow."""
-        if self._timer is None and self._head.records > self._signed:
-            loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        # a timer of a loop that has since closed never fires: schedule anew
+        pending = self._timer is not None and self._timer_loop is loop
+        if not pending and self._head.records > self._signed:
+            self._timer_loop = loop
             self._timer = loop.call_later(self.checkpoint_seconds, self._timed_checkpoint)
 
     def _timed_checkpoint(self) -> None:
@@ -397,7 +358,8 @@ class AuditLog:
             path = directory / f"part-{self._stamp}-{os.getpid()}-{self._seq:04d}.jsonl"
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             self._name = f"day={day}/{path.name}"
-            self._day, self._size, self._prefilled, self._dirty_end = day, 0, 0, 0
+            self._day, self._size, self._dirty_end = day, 0, 0
+            self._prefill.new_file()
             self._head = _Head(self._head.written, 0, genesis(self._name))
             self._signed = 0
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
@@ -413,7 +375,7 @@ class AuditLog:
     def _close_file(self, reason: str) -> None:
         """Cut the padding off (a closed file holds its data alone), sync, sign, close."""
         assert self._fd is not None
-        self._wait_prefill()
+        self._prefill.wait()
         try:
             os.ftruncate(self._fd, self._size)
             os.fsync(self._fd)
@@ -434,51 +396,4 @@ class AuditLog:
         with self._lock, self._sync_lock:
             if self._fd is not None:
                 self._close_file("close")
-        self._prefill_thread.shutdown(wait=True)
-
-    # --- reading -------------------------------------------------------------
-
-    def find(self, decision_id: str) -> dict[str, Any] | None:
-        return find_decision(self.root, decision_id)
-
-
-def iter_records(root: Path, day: str | None = None) -> Iterator[dict[str, Any]]:
-    """Every whole record (a torn last line of a crashed file is skipped)."""
-    pattern = f"day={day}/*.jsonl" if day else "day=*/*.jsonl"
-    for path in sorted(root.glob(pattern)):
-        with path.open("rb") as fh:
-            for raw in fh:
-                if raw == b"\n" or not raw.endswith(b"\n"):  # padding, or a torn last line
-                    continue
-                try:
-                    yield json.loads(raw)
-                except ValueError:
-                    continue
-
-
-def locate_decision(root: Path, decision_id: str) -> tuple[Path, dict[str, Any]] | None:
-    """The file holding a decision, and its record."""
-    match = DECISION_ID.match(decision_id)
-    if not match:
-        return None
-    d = match.group(1)
-    day = f"{d[:4]}-{d[4:6]}-{d[6:]}"
-    needle = f'"decision_id":"{decision_id}"'.encode()
-    for path in sorted((root / f"day={day}").glob("*.jsonl")):
-        with path.open("rb") as fh:
-            for raw in fh:
-                if needle in raw and raw.endswith(b"\n"):
-                    try:
-                        return path, json.loads(raw)
-                    except ValueError:  # torn by a crash (then padded): not a record
-                        continue
-    return None
-
-
-def find_decision(root: Path, decision_id: str) -> dict[str, Any] | None:
-    found = locate_decision(root, decision_id)
-    return found[1] if found else None
-
-
-def count_records(root: Path) -> int:
-    return sum(1 for _ in iter_records(root))
+        self._prefill.shutdown()
