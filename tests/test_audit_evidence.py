@@ -277,3 +277,28 @@ def test_a_key_file_open_to_others_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="chmod 600"):
         load_key(path)
     assert count_records(tmp_path) == 0
+
+
+def test_verifying_a_log_while_it_is_written_finds_no_false_failure(tmp_path: Path) -> None:
+    import threading
+
+    log = AuditLog(tmp_path, key=KEY, checkpoint_records=3, rotate_bytes=4000)
+    done = threading.Event()
+
+    def write() -> None:
+        for i in range(300):
+            log.append(record(i))
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    checks = 0
+    while not done.is_set() or checks == 0:
+        reports = verify_tree(tmp_path, KEY)
+        assert all(r.ok for r in reports), [r for r in reports if not r.ok]
+        checks += 1
+    writer.join()
+    log.close()
+    reports = verify_tree(tmp_path, KEY)
+    assert all(r.ok and r.closed for r in reports) and sum(r.records for r in reports) == 300
+    assert checks > 1

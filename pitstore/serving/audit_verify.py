@@ -133,17 +133,16 @@ def _chain(name: str, entries: list[_Entry]) -> Problem | None:
 
 
 def _signatures(
-    path: Path, name: str, key: bytes, report: FileReport, entries: list[_Entry]
+    sig: Path, sigs: bytes | None, name: str, key: bytes, report: FileReport, entries: list[_Entry]
 ) -> None:
-    sig = sig_path(path)
-    if not sig.exists():
+    if sigs is None:
         report.problems.append(
             Problem("unsigned", None, f"no checkpoint file {sig.name}: nothing here is signed")
         )
         return
     signed_after: int | None = None  # records of the last good checkpoint
     closed_at: int | None = None
-    for k, raw in enumerate(sig.read_bytes().splitlines(), 1):
+    for k, raw in enumerate(sigs.splitlines(), 1):
         try:
             entry = json.loads(raw)
         except ValueError:
@@ -203,6 +202,13 @@ def _signatures(
 def verify_file(root: Path, path: Path, key: bytes) -> FileReport:
     name = path.relative_to(root).as_posix()
     report = FileReport(name)
+    # The checkpoints first: a live log signs only records already in the file,
+    # so the file read after them holds at least as many as they count.
+    sig = sig_path(path)
+    try:
+        sigs: bytes | None = sig.read_bytes()
+    except FileNotFoundError:
+        sigs = None
     entries = _entries(path, report)
     if entries is None:
         return report
@@ -211,7 +217,7 @@ def verify_file(root: Path, path: Path, key: bytes) -> FileReport:
     if problem is not None:
         report.problems.append(problem)
         return report
-    _signatures(path, name, key, report, entries)
+    _signatures(sig, sigs, name, key, report, entries)
     return report
 
 
