@@ -302,3 +302,15 @@ def test_verifying_a_log_while_it_is_written_finds_no_false_failure(tmp_path: Pa
     reports = verify_tree(tmp_path, KEY)
     assert all(r.ok and r.closed for r in reports) and sum(r.records for r in reports) == 300
     assert checks > 1
+
+
+@pytest.mark.parametrize(("gone", "kind", "line"), [(0, "deleted", 1), (9, "truncated", 10)])
+def test_the_first_and_the_last_line_deleted(
+    tmp_path: Path, gone: int, kind: str, line: int
+) -> None:
+    path = write_log(tmp_path)
+    rows = lines(path)
+    del rows[gone]
+    path.write_bytes(b"".join(rows))
+    problem = only(verify_tree(tmp_path, KEY)).problems[0]
+    assert (problem.kind, problem.line) == (kind, line), problem
