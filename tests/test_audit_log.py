@@ -20,6 +20,7 @@ from pitstore.serving.audit import (
     find_decision,
     new_decision_id,
 )
+from pitstore.serving.audit_verify import verify_tree
 
 
 def record(i: int) -> dict[str, Any]:
@@ -46,15 +47,13 @@ class CountingFsync:
         self.real(fd)
 
 
-# Both ways of running the fsync: on the event loop (the default) and on the log's thread.
-BOTH = pytest.mark.parametrize("on_thread", [False, True], ids=["inline", "thread"])
+KEY = b"0123456789abcdef0123456789abcdef"  # the HMAC key of every log here
 
 
-@BOTH
 def test_concurrent_appends_share_fsyncs_and_all_are_durable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_thread: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = AuditLog(tmp_path, fsync_on_thread=on_thread)
+    log = AuditLog(tmp_path, key=KEY)
     log.append(record(-1))  # opens the file (its own fsyncs are not counted)
     fsync = CountingFsync()
     monkeypatch.setattr(os, "fdatasync", fsync)
@@ -66,35 +65,33 @@ def test_concurrent_appends_share_fsyncs_and_all_are_durable(
     # 200 requests finishing together share a few fsyncs (the first may start
     # before the others have written; every later one covers all written so far).
     assert 1 <= fsync.calls <= 5, fsync.calls
-    assert log._synced == log._written == 201
+    assert log._synced == log._head.written == 201
     log.close()
     assert count_records(tmp_path) == 201 == log.records
     first = lines[0].decode()
     assert find_decision(tmp_path, first.split('"decision_id":"')[1].split('"')[0]) is not None
 
 
-@BOTH
 def test_sequential_appends_are_each_durable_before_returning(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_thread: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = AuditLog(tmp_path, fsync_on_thread=on_thread)
+    log = AuditLog(tmp_path, key=KEY)
 
     async def one_by_one() -> None:
         for i in range(5):
             await log.append_async(record(i))
             # durable when append_async returns: nothing written is unsynced
-            assert log._synced == log._written
+            assert log._synced == log._head.written
 
     asyncio.run(one_by_one())
     log.close()
     assert count_records(tmp_path) == 5
 
 
-@BOTH
 def test_failed_fsync_fails_every_waiter_and_the_next_flush_retries(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_thread: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = AuditLog(tmp_path, fsync_on_thread=on_thread)
+    log = AuditLog(tmp_path, key=KEY)
     log.append(record(-1))
     fsync = CountingFsync(fail=True)
     monkeypatch.setattr(os, "fdatasync", fsync)
@@ -112,14 +109,14 @@ def test_failed_fsync_fails_every_waiter_and_the_next_flush_retries(
     assert log.records == 1  # no decision counted as logged
     fsync.fail = False  # the disk recovers: the next flush covers the earlier lines too
     assert all(isinstance(r, bytes) for r in asyncio.run(burst(3)))
-    assert log._synced == log._written
+    assert log._synced == log._head.written
     log.close()
 
 
 def test_one_iterations_records_share_a_write_and_respect_rotation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = AuditLog(tmp_path, rotate_bytes=1000)
+    log = AuditLog(tmp_path, rotate_bytes=1000, key=KEY)
     writes: list[int] = []
     real_write = os.pwrite
 
@@ -142,10 +139,10 @@ def test_one_iterations_records_share_a_write_and_respect_rotation(
     assert all(f.stat().st_size <= 1000 for f in files)
 
 
-def test_a_short_write_fails_its_batch_and_the_next_record_starts_a_new_file(
+def test_a_short_write_fails_its_batch_and_the_log_stays_on_its_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = AuditLog(tmp_path, prefill_bytes=0)  # the tear is the file's end, as after a crash
+    log = AuditLog(tmp_path, prefill_bytes=0, key=KEY)  # the tear is the file's end
     log.append(record(-1))
     real_write = os.pwrite
     monkeypatch.setattr(
@@ -160,20 +157,23 @@ def test_a_short_write_fails_its_batch_and_the_next_record_starts_a_new_file(
         )
 
     assert all(isinstance(r, AuditError) for r in asyncio.run(burst(4)))
+    assert not log.healthy() and "short write" in str(log.last_error)
     monkeypatch.setattr(os, "pwrite", real_write)
     assert all(isinstance(r, bytes) for r in asyncio.run(burst(2)))
+    assert log.healthy() and log.last_error is None
     log.close()
-    assert len(list(tmp_path.glob("day=*/*.jsonl"))) == 2  # the torn line ends the first file
-    # The first, the two whole lines before the tear (their requests were told
-    # "no decision": the log may hold more than was answered, never less) and the
-    # last two; the torn line is skipped.
-    assert count_records(tmp_path) == 5
+    # One file: the next write started where the failed one did, so the lines
+    # the short write left (their requests were told "no decision") are gone.
+    assert len(list(tmp_path.glob("day=*/*.jsonl"))) == 1
+    assert count_records(tmp_path) == 3
+    (report,) = verify_tree(tmp_path, KEY)
+    assert report.ok and report.closed and report.records == 3, report
 
 
 def test_a_torn_line_followed_by_padding_is_skipped_by_every_reader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = AuditLog(tmp_path, prefill_bytes=4096)
+    log = AuditLog(tmp_path, prefill_bytes=4096, key=KEY)
     first = log.append(record(0))
     real_write = os.pwrite
     monkeypatch.setattr(
@@ -193,9 +193,9 @@ def test_a_torn_line_followed_by_padding_is_skipped_by_every_reader(
 def test_files_are_padded_ahead_while_open_and_cut_to_their_data_on_close(
     tmp_path: Path,
 ) -> None:
-    log = AuditLog(tmp_path, prefill_bytes=64 * 2**10)
+    log = AuditLog(tmp_path, prefill_bytes=64 * 2**10, key=KEY)
     lines = [log.append(record(i)) for i in range(3)]
-    log._wait_prefill()
+    log._prefill.wait()
     (path,) = tmp_path.glob("day=*/*.jsonl")
     data = b"".join(lines)
     content = path.read_bytes()
@@ -214,7 +214,7 @@ def test_files_are_padded_ahead_while_open_and_cut_to_their_data_on_close(
 
 def test_a_burst_past_the_padding_waits_for_it_and_loses_nothing(tmp_path: Path) -> None:
     """Records written while the thread pads ahead never land where it writes."""
-    log = AuditLog(tmp_path, prefill_bytes=2048)  # smaller than a burst's write
+    log = AuditLog(tmp_path, prefill_bytes=2048, key=KEY)  # smaller than a burst's write
 
     async def bursts() -> None:
         for b in range(30):
@@ -241,7 +241,7 @@ def test_a_failed_prefill_costs_nothing_but_speed(
         return real_write(fd, data, offset)
 
     monkeypatch.setattr(os, "pwrite", no_room_for_padding)
-    log = AuditLog(tmp_path, prefill_bytes=4096)
+    log = AuditLog(tmp_path, prefill_bytes=4096, key=KEY)
 
     async def some() -> None:
         for i in range(20):

@@ -22,6 +22,7 @@ batch.register(app)
 backfill.register(app)
 serving.register(app)
 app.add_typer(parity.parity_app, name="parity")
+app.add_typer(serving.audit_app, name="audit")
 training.register(app)
 
 

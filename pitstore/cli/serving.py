@@ -1,4 +1,4 @@
-"""`pitstore serve` and `pitstore explain`: the scoring API's commands."""
+"""`pitstore serve`, `pitstore explain` and `pitstore audit verify`: the scoring API's commands."""
 
 from __future__ import annotations
 
@@ -37,14 +37,14 @@ def explain(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Reload a decision's model version, recompute its score from the audit log."""
-    from pitstore.serving.explain import ExplainError, replay
+    from pitstore.serving.explain import ExplainError, UnverifiedRecord, replay
     from pitstore.serving.settings import ServingSettings
 
     try:
         result = replay(ServingSettings(), decision_id)
     except ExplainError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1 if isinstance(exc, UnverifiedRecord) else 2) from exc
     logged = result.logged
     if as_json:
         console.print_json(
@@ -79,6 +79,62 @@ def explain(
         for problem in result.mismatches:
             console.print(f"  [red]{problem}[/]")
     if not result.matches:
+        raise typer.Exit(1)
+
+
+audit_app = typer.Typer(help="The decision audit log.", no_args_is_help=True)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    day: Annotated[
+        str | None, typer.Option(help="Only this UTC day (YYYY-MM-DD).", show_default=False)
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check every audit file's hash chain and signed checkpoints; exit 1 on any failure."""
+    from datetime import date
+
+    from pitstore.serving.audit_chain import AuditKeyError, audit_key
+    from pitstore.serving.audit_verify import verify_tree
+    from pitstore.serving.settings import ServingSettings
+
+    if day is not None:
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            err.print(f"[bold red]error:[/] --day {day!r} is not a date (YYYY-MM-DD)")
+            raise typer.Exit(2) from None
+    settings = ServingSettings()
+    root = settings.resolved_audit_dir
+    try:
+        key = audit_key(settings)
+    except AuditKeyError as exc:
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    reports = verify_tree(root, key, day)
+    ok = all(r.ok for r in reports)
+    if as_json:
+        payload = {"audit_dir": str(root), "ok": ok, "files": [r.as_dict() for r in reports]}
+        console.print_json(json.dumps(payload))
+    else:
+        for r in reports:
+            mark = "[green]ok[/]" if r.ok else "[bold red]FAIL[/]"
+            console.print(
+                f"{mark} {r.file}: {r.records} records, {r.signed} signed"
+                + (", closed" if r.closed else ""),
+                soft_wrap=True,
+            )
+            for p in r.problems:
+                where = f" (line {p.line})" if p.line is not None else ""
+                console.print(f"    [red]{p.kind}{where}:[/] {p.message}", soft_wrap=True)
+            for note in r.notes:
+                console.print(f"    note: {note}", soft_wrap=True)
+        bad = sum(not r.ok for r in reports)
+        console.print(
+            f"{len(reports)} files, {bad} failing" if reports else f"no audit files in {root}"
+        )
+    if not ok:
         raise typer.Exit(1)
 
 

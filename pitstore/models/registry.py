@@ -4,6 +4,13 @@ Each version directory holds ``model.joblib``, ``model_card.json``,
 ``model_card.md``, ``pr_curve.png`` and ``calibration.png``.
 ``PITSTORE_HOME/models/PROMOTED`` names the promoted version.
 
+An artifact is a pickle, and unpickling runs code: the card records the
+artifact's sha256 (``artifact_sha256``) at save, and ``load_model`` reads the
+bytes once, checks the hash, and only then unpickles those same bytes. A
+version id must match ``VERSION_ID`` and resolve (symlinks followed) inside
+the models directory before anything is read: a version named by an audit
+record or a ``PROMOTED`` marker is input, not trusted.
+
 Loader contract (serving builds on it)::
 
     m = load_model(settings, "promoted")    # or a version id
@@ -15,8 +22,10 @@ Loader contract (serving builds on it)::
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,8 +54,36 @@ CARD_KEYS = (
 )
 
 
+# Letters, digits, '.', '_', '-'; no path separator, no leading dot (no "..").
+VERSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ARTIFACT = "model.joblib"
+
+
 class ModelRegistryError(LookupError):
     pass
+
+
+def version_dir(settings: Settings, version: str) -> Path:
+    """The version's directory, refused unless the id is well-formed and the
+    real path (symlinks resolved) is a directory right inside ``models/``."""
+    if not VERSION_ID.fullmatch(version) or ".." in version:
+        raise ModelRegistryError(f"invalid model version id {version!r}")
+    root = models_dir(settings).resolve()
+    folder = (root / version).resolve()
+    if folder.parent != root:
+        raise ModelRegistryError(f"model version {version!r} resolves outside {root}")
+    return folder
+
+
+def _inside(folder: Path, name: str) -> Path:
+    path = (folder / name).resolve()
+    if path.parent != folder:
+        raise ModelRegistryError(f"{folder / name} resolves outside its version directory")
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def models_dir(settings: Settings) -> Path:
@@ -87,14 +124,15 @@ def save_model(
         raise ValueError(f"model card lacks {missing}")
     root = models_dir(settings)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / card["version"]
+    final = version_dir(settings, str(card["version"]))
     if final.exists():
         raise ModelRegistryError(f"model version {card['version']} already exists")
     tmp = root / f".{card['version']}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    joblib.dump(model, tmp / "model.joblib")
+    joblib.dump(model, tmp / ARTIFACT)
+    card = {**card, "artifact_sha256": sha256_file(tmp / ARTIFACT)}
     (tmp / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
     _plots(tmp, y, p, card)
     (tmp / "model_card.md").write_text(render_card(card))
@@ -219,7 +257,7 @@ def promoted_version(settings: Settings) -> str | None:
 
 
 def promote(settings: Settings, version: str) -> None:
-    folder = models_dir(settings) / version
+    folder = version_dir(settings, version)
     if not (folder / "model_card.json").exists():
         known = [m["version"] for m in list_models(settings)]
         raise ModelRegistryError(f"no model version {version!r}; known: {known}")
@@ -230,16 +268,28 @@ def promote(settings: Settings, version: str) -> None:
 
 
 def load_model(settings: Settings, which: str = "promoted") -> LoadedModel:
+    """Load a version (or the promoted one) after checking its artifact's hash."""
     version = promoted_version(settings) if which == "promoted" else which
     if version is None:
         raise ModelRegistryError("no model is promoted: run `pitstore models promote VERSION`")
-    folder = models_dir(settings) / version
-    if not (folder / "model.joblib").exists():
+    folder = version_dir(settings, version)
+    artifact = _inside(folder, ARTIFACT)
+    if not artifact.is_file():
         raise ModelRegistryError(f"no model version {version!r} under {models_dir(settings)}")
-    card = json.loads((folder / "model_card.json").read_text())
-    return LoadedModel(
-        version, card, joblib.load(folder / "model.joblib"), list(card["feature_columns"])
-    )
+    card = json.loads(_inside(folder, "model_card.json").read_text())
+    expected = card.get("artifact_sha256")
+    if not isinstance(expected, str):
+        raise ModelRegistryError(
+            f"model version {version!r} records no artifact hash: re-save it to load it"
+        )
+    data = artifact.read_bytes()  # hashed and unpickled from the same bytes
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ModelRegistryError(
+            f"model version {version!r}: {ARTIFACT} has sha256 {actual[:12]}..., its card "
+            f"recorded {expected[:12]}...: refusing to unpickle it"
+        )
+    return LoadedModel(version, card, joblib.load(io.BytesIO(data)), list(card["feature_columns"]))
 
 
 def now_utc() -> datetime:

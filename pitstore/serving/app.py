@@ -28,6 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pitstore.serving.audit import AuditError, AuditLog, find_decision
+from pitstore.serving.audit_chain import audit_key
 from pitstore.serving.metrics import Metrics
 from pitstore.serving.schemas import ScoreRequest, time_window_error
 from pitstore.serving.scoring import Model
@@ -130,9 +131,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         audit = AuditLog(
             settings.resolved_audit_dir,
             settings.audit_rotate_mb * 2**20,
-            fsync_on_thread=settings.audit_fsync_thread,
             on_flush=metrics.audit_flush.observe,
             prefill_bytes=settings.audit_prefill_kb * 2**10,
+            key=audit_key(settings, create=True),
         )
         app.state.service = ScoringService(settings, load_model(settings), audit, metrics)
         freeze_startup_heap()

@@ -2,7 +2,8 @@
 
 Layout::
 
-    <audit_dir>/day=YYYY-MM-DD/part-<start stamp>-<pid>-<seq>.jsonl
+    <audit_dir>/day=YYYY-MM-DD/part-<start stamp>-<pid>-<seq>.jsonl   the records
+    <audit_dir>/day=YYYY-MM-DD/part-<start stamp>-<pid>-<seq>.sig     its checkpoints
 
 One record per line; the records appended in one event-loop iteration are
 written with a single ``pwrite`` at the end of the data, and made durable with
@@ -10,26 +11,31 @@ written with a single ``pwrite`` at the end of the data, and made durable with
 sends the response only after that. Concurrent appends share one fdatasync
 (group commit).
 
-Files are *prefilled*: a background thread writes newline padding ahead of the
-data (``prefill_bytes`` at a time), so most records overwrite padding whose
-size is already on disk, and their fdatasync flushes the data alone. Why: an
-append changes the file's size, so each append's flush also wrote the inode
-(on this ext4 without a journal: data, inode and cache flush). Measured in
-the scoring server at ~1,000 req/s: a group flush took 370 µs on average with
-plain appends, 270 µs prefilled, with fewer over 1 ms (1.2% against 1.7%);
-and the page-cache pages a new line needs (~4 µs of CPU per KiB on this VM)
-are allocated off the request's path. The padding reads as blank lines,
-which every reader here and DuckDB's ``read_json`` skip; a file is cut back
-to its data when it is closed, so only a crashed process's file ends in
-blank lines (at most ``prefill_bytes`` of them).
+Evidence (``audit_chain``, docs/audit.md): each line carries ``prev`` and
+``hash`` (a sha256 chain per file), and the ``.sig`` sidecar holds HMAC-signed
+checkpoints (file, record count, last hash): when a file opens, every
+``checkpoint_records`` records or ``checkpoint_seconds``, and when it rotates
+or closes. A checkpoint is written only after the records it covers are
+durable. ``pitstore audit verify`` checks both.
+
+Files are *prefilled* (``audit_prefill``): a background thread writes newline
+padding ahead of the data (``prefill_bytes`` at a time), so most records
+overwrite padding whose size is already on disk, and their fdatasync flushes
+the data alone. Why: an append changes the file's size, so each append's flush
+also wrote the inode (docs/decisions/0005-audit-prefill.md). The padding
+reads as blank lines, which every reader here and DuckDB's ``read_json``
+skip; a file is cut back to its data when it is closed, so only a crashed
+process's file ends in blank lines (at most ``prefill_bytes`` of them).
 
 A failed write or fdatasync fails every request waiting on it (a 503, "no
-decision"), though whole lines written before the failure stay: the log may
-hold a record that was never answered, never an answer without its record.
-A process never appends to another process's (or an earlier run's) file, so a
-line torn by a crash can only be the last line of a file nobody writes to any
-more; readers skip such a line. Files rotate at the UTC day and at a size
-limit. Query with DuckDB::
+decision"); the log stays on its file (the next write starts where the failed
+one did, and bytes a short write left are overwritten with padding), reports
+itself unhealthy (``healthy()``, ``last_error``) and is healthy again once a
+write and its flush succeed. Whole lines written before a failed flush stay:
+the log may hold a record that was never answered, never an answer without
+its record. A process never appends to another process's (or an earlier
+run's) file. Files rotate at the UTC day and at a size limit. Query with
+DuckDB::
 
     select decision, count(*) from read_json('<audit_dir>/day=*/*.jsonl',
         format='newline_delimited', ignore_errors=true) group by all;
@@ -42,22 +48,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-DECISION_ID = re.compile(r"^(\d{8})-[0-9a-f]{32}$")
+from pitstore.serving.audit_chain import (
+    SUFFIX_LEN,
+    body,
+    genesis,
+    key_file,
+    link,
+    load_key,
+    sig_path,
+    signature_line,
+)
+from pitstore.serving.audit_prefill import Prefill
+from pitstore.serving.audit_read import (
+    count_records,
+    find_decision,
+    iter_records,
+    locate_decision,
+)
+
 log = logging.getLogger("pitstore.serving")
+# The readers live in audit_read; every caller imports them from here.
+__all__ = [
+    "AuditError",
+    "AuditLog",
+    "count_records",
+    "find_decision",
+    "iter_records",
+    "locate_decision",
+    "new_decision_id",
+]
 
 
 class AuditError(RuntimeError):
@@ -69,7 +99,16 @@ class _Queued:
     """The records appended in one event-loop iteration, written together."""
 
     durable: asyncio.Future[None]
-    lines: list[tuple[str, bytes]] = field(default_factory=list)
+    bodies: list[tuple[str, bytes]] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)  # as written, chained
+
+
+class _Head(NamedTuple):
+    """The chain's state, replaced whole (one assignment) after each write."""
+
+    written: int  # records written by this log, all files
+    records: int  # records in the current file
+    last: bytes  # the current file's last hash
 
 
 def _failed(exc: OSError) -> AuditError:
@@ -86,19 +125,8 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()  # every waiter may have been cancelled: not "never retrieved"
 
 
-def _idle_priority() -> None:
-    """The prefill thread runs at idle priority: only while the loop waits."""
-    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-
-
 def new_decision_id(now: datetime) -> str:
     return f"{now.astimezone(UTC):%Y%m%d}-{uuid.uuid4().hex}"
-
-
-def encode(record: dict[str, Any]) -> bytes:
-    """One JSON line; NaN/inf are refused (they are not JSON and not valid inputs)."""
-    return (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode()
 
 
 class AuditLog:
@@ -106,293 +134,266 @@ class AuditLog:
         self,
         root: Path,
         rotate_bytes: int = 64 * 2**20,
-        fsync_on_thread: bool = False,
         on_flush: Callable[[float], None] | None = None,
         prefill_bytes: int = 64 * 2**10,
+        key: bytes | None = None,
+        checkpoint_records: int = 1000,
+        checkpoint_seconds: float = 1.0,
     ) -> None:
         self.root = root
-        self.prefill_bytes = min(prefill_bytes, rotate_bytes)  # 0: plain appends
+        # The HMAC key; by default <root>/../audit.key, which is <home>/audit.key
+        # for the default audit_dir (``audit_key`` resolves it from settings).
+        self.key = key if key is not None else load_key(key_file(root.parent), create=True)
         self.on_flush = on_flush  # seconds per group write + fsync (a metric)
         self.rotate_bytes = rotate_bytes
-        self.fsync_on_thread = fsync_on_thread
+        self.checkpoint_records = checkpoint_records
+        self.checkpoint_seconds = checkpoint_seconds
         self._stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        self._lock = threading.Lock()  # guards the file and the write counter
+        self._lock = threading.Lock()  # guards the file and the chain
         self._sync_lock = threading.Lock()  # one fsync at a time, covering all writes
         self._fd: int | None = None
+        self._sig_fd: int | None = None
+        self._name = ""  # the current file, relative to root
         self._day: str | None = None
         self._seq = 0
         self._size = 0
-        self._written = 0
+        self._dirty_end = 0  # a failed write's bytes reach here: pad over them
+        self._head = _Head(0, 0, b"")
         self._synced = 0
-        self._prefilled = 0  # the current file's padding ends here
-        self._prefilling: Future[None] | None = None  # padding [_prefill_from, ...) in progress
-        self._prefill_from = 0
-        self._padding = b"\n" * self.prefill_bytes
-        self._prefill_thread = ThreadPoolExecutor(
-            1, thread_name_prefix="audit-prefill", initializer=_idle_priority
-        )
-        self._flush: asyncio.Future[None] | None = None  # the fsync in flight, if any
+        self._signed = 0  # records of the current file covered by a checkpoint
+        self._signed_at = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._error: str | None = None
+        self._prefill = Prefill(prefill_bytes, rotate_bytes)
         self._queued: _Queued | None = None  # records of this loop iteration, not yet written
-        self._syncing: set[asyncio.Task[None]] = set()
-        self._fsync_thread = ThreadPoolExecutor(1, thread_name_prefix="audit-fsync")
         self.records = 0
+
+    # --- health ----------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """False from a failed write or flush until a write and its flush succeed."""
+        return self._error is None
+
+    @property
+    def last_error(self) -> str | None:
+        """The failure that made the log unhealthy (None while healthy)."""
+        return self._error
 
     # --- writing -------------------------------------------------------------
 
     def append(self, record: dict[str, Any]) -> bytes:
         """Write one whole record and fsync it; raise AuditError if that fails.
 
-        Returns the JSON line written, so the response can reuse it rather than
-        encode the same record a second time."""
-        line, seq = self._write(record)
+        Returns the JSON line written (chained), so the response can reuse it
+        rather than encode the same record a second time."""
+        data = body(record)  # serialise fully first: no partial record on bad data
+        seq, lines = self._write_lines([(_day(record), data)])
         try:
             self._sync(seq)
         except OSError as exc:
-            raise _failed(exc) from exc
+            raise self._fail(exc) from exc
         self.records += 1
-        return line
+        return lines[0]
 
     async def append_async(self, record: dict[str, Any]) -> bytes:
         """``append`` for an event loop: the record is durable when this returns.
 
         The records appended in one loop iteration are written with one
-        ``write`` and made durable with one ``fsync`` (group commit), on the
-        next iteration. The fsync runs on the loop itself, or with
-        ``fsync_on_thread`` on the log's own thread, where one fsync covers
-        every record written before it starts.
-
-        Why batches: an fsync per request on the event loop was ~15% of a
-        request's loop time (0.2-2 ms each) and stalled every other request
-        meanwhile. Why inline by default: with batches, the thread's hand-offs
-        (two wake-ups per fsync) cost more CPU than the fsync on a 2-core VM
-        (1.35 ms against 0.51 ms, measured); the thread pays where an fsync
-        mostly *waits* (a network disk), since os.fsync releases the GIL."""
-        line = encode(record)  # serialise first: bad data fails this request alone
+        ``write`` and made durable with one ``fdatasync`` (group commit), on
+        the next iteration, on the loop itself. Why batches: an fsync per
+        request on the event loop was ~15% of a request's loop time (0.2-2 ms
+        each) and stalled every other request meanwhile. Why on the loop: a
+        flush on a thread of its own cost more CPU in hand-offs than the flush
+        on a 2-core VM (1.35 ms against 0.51 ms per flush, measured)."""
+        data = body(record)  # serialise first: bad data fails this request alone
         loop = asyncio.get_running_loop()
         batch = self._queued
         if batch is None:
             batch = self._queued = _Queued(loop.create_future())
             batch.durable.add_done_callback(_retrieve)  # all waiters may have gone
             loop.call_soon(self._write_queued)
-        batch.lines.append((_day(record), line))
+        index = len(batch.bodies)
+        batch.bodies.append((_day(record), data))
         # shield: a cancelled request must not cancel the write others await
         await asyncio.shield(batch.durable)
         self.records += 1
-        return line
+        return batch.lines[index]
 
     def _write_queued(self) -> None:
         batch, self._queued = self._queued, None
         assert batch is not None
         started = time.perf_counter()
         try:
-            seq = self._write_lines(batch.lines)
+            seq, batch.lines = self._write_lines(batch.bodies)
+            self._sync(seq)
         except AuditError as exc:
             batch.durable.set_exception(exc)
             return
-        if not self.fsync_on_thread:
-            try:
-                self._sync(seq)
-            except OSError as exc:
-                batch.durable.set_exception(_failed(exc))
-            else:
-                batch.durable.set_result(None)
-            if self.on_flush is not None:
-                self.on_flush(time.perf_counter() - started)
-            return
-        task = asyncio.ensure_future(self._make_durable(seq, batch.durable))
-        self._syncing.add(task)
-        task.add_done_callback(self._syncing.discard)
-
-    async def _make_durable(self, seq: int, durable: asyncio.Future[None]) -> None:
-        """Resolve ``durable`` once an fsync has covered record ``seq``."""
-        loop = asyncio.get_running_loop()
-        try:
-            while self._synced < seq:
-                flush = self._flush
-                if flush is None:
-                    flush = self._flush = loop.run_in_executor(self._fsync_thread, self._sync_all)
-                try:
-                    await flush
-                finally:
-                    if self._flush is flush and flush.done():
-                        self._flush = None  # the next writer starts the next fsync
         except OSError as exc:
-            durable.set_exception(_failed(exc))
+            batch.durable.set_exception(self._fail(exc))
         else:
-            durable.set_result(None)
-
-    def _sync_all(self) -> None:
-        started = time.perf_counter()
-        self._sync(self._written)
-        if self.on_flush is not None:  # the fsync alone: the write was on the loop
+            batch.durable.set_result(None)
+        if self.on_flush is not None:
             self.on_flush(time.perf_counter() - started)
+        self._schedule_checkpoint()
 
-    def _write(self, record: dict[str, Any]) -> tuple[bytes, int]:
-        """Append one whole line (not yet durable); its sequence number for _sync."""
-        line = encode(record)  # serialise fully first: no partial record on bad data
-        return line, self._write_lines([(_day(record), line)])
+    def _fail(self, exc: OSError) -> AuditError:
+        self._error = str(exc)
+        return _failed(exc)
 
-    def _write_lines(self, lines: list[tuple[str, bytes]]) -> int:
-        """Append whole ``(day, line)``s in order, a ``write`` per run of lines that
-        share a file; the sequence number of the last one (for _sync)."""
+    def _write_lines(self, bodies: list[tuple[str, bytes]]) -> tuple[int, list[bytes]]:
+        """Chain and append ``(day, body)``s in order, a ``write`` per run of lines
+        that share a file; the sequence number of the last one (for _sync) and
+        the lines as written."""
+        out: list[bytes] = []
         try:
             with self._lock:
                 i = 0
-                while i < len(lines):
-                    day, first = lines[i]
-                    self._ensure_file(day, len(first))
-                    room, j, size = self.rotate_bytes - self._size, i + 1, len(first)
-                    while j < len(lines) and lines[j][0] == day and size + len(lines[j][1]) <= room:
-                        size += len(lines[j][1])
+                while i < len(bodies):
+                    day = bodies[i][0]
+                    self._ensure_file(day, len(bodies[i][1]) + SUFFIX_LEN)
+                    head = self._head
+                    room, prev, j, size = self.rotate_bytes - self._size, head.last, i, 0
+                    chunk: list[bytes] = []
+                    while j < len(bodies) and bodies[j][0] == day:
+                        line, digest = link(bodies[j][1], prev)
+                        if chunk and size + len(line) > room:
+                            break
+                        chunk.append(line)
+                        size += len(line)
+                        prev = digest
                         j += 1
-                    chunk = first if j == i + 1 else b"".join(line for _, line in lines[i:j])
-                    self._write_chunk(chunk)
-                    self._written += j - i
+                    self._write_chunk(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+                    n = len(chunk)  # the chain moves on only once the write succeeded
+                    self._head = _Head(head.written + n, head.records + n, prev)
+                    out.extend(chunk)
                     i = j
-                return self._written
+                return self._head.written, out
         except OSError as exc:
-            raise _failed(exc) from exc
+            raise self._fail(exc) from exc
 
     def _write_chunk(self, chunk: bytes) -> None:
         assert self._fd is not None
         end = self._size + len(chunk)
-        pending = self._prefilling
-        if pending is not None and not pending.done() and end > self._prefill_from:
-            self._wait_prefill()  # never write where padding is being written (a burst)
-        try:
-            n = os.pwrite(self._fd, chunk, self._size)
-            if n != len(chunk):
-                raise OSError(f"short write to the audit log ({n} of {len(chunk)} bytes)")
-        except OSError:
-            # A torn line must stay the last line of its file (readers skip only
-            # that one): the next record goes to a new file.
-            self._size = self.rotate_bytes + 1
-            raise
-        self._size += n
-        self._prefill_ahead()
-
-    def _prefill_ahead(self) -> None:
-        """Start padding the next ``prefill_bytes`` once half the padding is used."""
-        pending = self._prefilling
-        if not self.prefill_bytes or (pending is not None and not pending.done()):
-            return
-        if self._prefilled - self._size > self.prefill_bytes // 2:
-            return
-        start = max(self._prefilled, self._size)
-        stop = min(start + self.prefill_bytes, self.rotate_bytes)
-        if stop > start:
-            assert self._fd is not None
-            self._prefill_from = start
-            self._prefilling = self._prefill_thread.submit(self._prefill, self._fd, start, stop)
-
-    def _prefill(self, fd: int, start: int, stop: int) -> None:
-        """Pad ``[start, stop)`` with newlines, on the log's own thread at idle
-        priority (``_idle_priority``: it runs while the loop waits).
-
-        Not flushed here: the next record's fdatasync writes the padding and the
-        new size once, then many records' flushes find neither. A flush of its
-        own on this thread was measured worse: a record's fdatasync waits for
-        every page of the file under writeback, so it often waited for that one
-        (1.4% of flushes took 5-25 ms)."""
-        try:
-            # a short write pads less: records past it append, contiguous as ever
-            pad = memoryview(self._padding)[: stop - start]
-            self._prefilled = start + os.pwrite(fd, pad, start)
-        except Exception as exc:  # noqa: BLE001  records still append past it, only slower
-            # (never raised: a writer waiting on this must not fail for padding)
-            log.warning("audit log prefill failed (%s); appending without it", exc)
-
-    def _wait_prefill(self) -> None:
-        if self._prefilling is not None:
-            self._prefilling.result()
-            self._prefilling = None
+        if self._dirty_end > end:  # a failed write left bytes past this one: pad them
+            chunk += b"\n" * (self._dirty_end - end)
+        self._prefill.before_write(self._size + len(chunk))
+        n = os.pwrite(self._fd, chunk, self._size)
+        if n != len(chunk):
+            # Stay on this file: the next write starts at the same offset; until
+            # then the torn bytes become padding (best effort: they are already
+            # allocated, so this rarely fails where the write did).
+            self._dirty_end = max(self._dirty_end, self._size + n)
+            with contextlib.suppress(OSError):
+                if os.pwrite(self._fd, b"\n" * n, self._size) == n:
+                    self._dirty_end = self._size
+            raise OSError(f"short write to the audit log ({n} of {len(chunk)} bytes)")
+        self._dirty_end = 0
+        self._size = end
+        self._prefill.ahead(self._fd, end)
 
     def _sync(self, seq: int) -> None:
+        head = self._head  # every record it counts was written before the flush below
         with self._sync_lock:
             if self._synced >= seq:
                 return  # another thread's fsync already covered this record
-            target = self._written
-            fd = self._fd
-            if fd is not None:
-                os.fdatasync(fd)
-            self._synced = max(self._synced, target)
+            if self._fd is not None:
+                os.fdatasync(self._fd)
+            self._synced = max(self._synced, head.written)
+            self._error = None
+            unsigned = head.records - self._signed
+            if unsigned >= self.checkpoint_records or (
+                unsigned and time.monotonic() - self._signed_at >= self.checkpoint_seconds
+            ):
+                self._checkpoint(head, "periodic")
+
+    # --- checkpoints -------------------------------------------------------------
+
+    def _checkpoint(self, head: _Head, reason: str) -> None:
+        """Sign ``head`` (durable records only) into the ``.sig``; never fails a
+        record: a missed checkpoint leaves more records unsigned until the next."""
+        if self._sig_fd is None or head.written > self._synced:
+            return
+        line = signature_line(self.key, self._name, head.records, head.last, reason)
+        try:
+            os.write(self._sig_fd, line)
+        except OSError as exc:
+            log.warning("audit checkpoint not written (%s); the next one covers these", exc)
+            return
+        self._signed, self._signed_at = head.records, time.monotonic()
+
+    def _schedule_checkpoint(self) -> None:
+        """Sign unsigned records within ``checkpoint_seconds`` even if none follow."""
+        loop = asyncio.get_running_loop()
+        # a timer of a loop that has since closed never fires: schedule anew
+        pending = self._timer is not None and self._timer_loop is loop
+        if not pending and self._head.records > self._signed:
+            self._timer_loop = loop
+            self._timer = loop.call_later(self.checkpoint_seconds, self._timed_checkpoint)
+
+    def _timed_checkpoint(self) -> None:
+        self._timer = None
+        with self._sync_lock:
+            head = self._head
+            if head.records > self._signed:
+                self._checkpoint(head, "periodic")
+
+    def checkpoint(self) -> None:
+        """Sign every durable record now (a checkpoint outside the schedule)."""
+        with self._lock, self._sync_lock:
+            self._checkpoint(self._head, "periodic")
+
+    # --- files ---------------------------------------------------------------------
 
     def _ensure_file(self, day: str, incoming: int) -> None:
         if self._fd is not None and self._day == day and self._size + incoming <= self.rotate_bytes:
             return
         with self._sync_lock:  # lock order: _lock then _sync_lock (never the reverse)
             if self._fd is not None:
-                self._close_file()
-                self._synced = self._written
-            self._fd = None
+                self._close_file("rotate")
             directory = self.root / f"day={day}"
             directory.mkdir(parents=True, exist_ok=True)
             self._seq += 1
             path = directory / f"part-{self._stamp}-{os.getpid()}-{self._seq:04d}.jsonl"
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            self._day, self._size, self._prefilled = day, 0, 0
-            dir_fd = os.open(directory, os.O_RDONLY)  # make the new file's name durable
+            self._name = f"day={day}/{path.name}"
+            self._day, self._size, self._dirty_end = day, 0, 0
+            self._prefill.new_file()
+            self._head = _Head(self._head.written, 0, genesis(self._name))
+            self._signed = 0
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+            self._sig_fd = os.open(sig_path(path), flags, 0o640)
+            os.write(self._sig_fd, signature_line(self.key, self._name, 0, self._head.last, "open"))
+            os.fsync(self._sig_fd)  # a file with no signature at all is a failed check
+            dir_fd = os.open(directory, os.O_RDONLY)  # make the new files' names durable
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
 
-    def _close_file(self) -> None:
-        """Cut the padding off (a closed file holds its data alone), sync, close."""
+    def _close_file(self, reason: str) -> None:
+        """Cut the padding off (a closed file holds its data alone), sync, sign, close."""
         assert self._fd is not None
-        self._wait_prefill()
+        self._prefill.wait()
         try:
-            if self._size <= self.rotate_bytes:  # past it: a failed write; leave the file be
-                os.ftruncate(self._fd, self._size)
+            os.ftruncate(self._fd, self._size)
             os.fsync(self._fd)
+            self._synced = self._head.written
+            self._checkpoint(self._head, reason)
+            if self._sig_fd is not None:
+                os.fsync(self._sig_fd)
         finally:
             os.close(self._fd)
+            if self._sig_fd is not None:
+                os.close(self._sig_fd)
+            self._fd = self._sig_fd = None
 
     def close(self) -> None:
-        self._fsync_thread.shutdown(wait=True)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         with self._lock, self._sync_lock:
             if self._fd is not None:
-                self._close_file()
-                self._fd = None
-        self._prefill_thread.shutdown(wait=True)
-
-    # --- reading -------------------------------------------------------------
-
-    def find(self, decision_id: str) -> dict[str, Any] | None:
-        return find_decision(self.root, decision_id)
-
-
-def iter_records(root: Path, day: str | None = None) -> Iterator[dict[str, Any]]:
-    """Every whole record (a torn last line of a crashed file is skipped)."""
-    pattern = f"day={day}/*.jsonl" if day else "day=*/*.jsonl"
-    for path in sorted(root.glob(pattern)):
-        with path.open("rb") as fh:
-            for raw in fh:
-                if raw == b"\n" or not raw.endswith(b"\n"):  # padding, or a torn last line
-                    continue
-                try:
-                    yield json.loads(raw)
-                except ValueError:
-                    continue
-
-
-def find_decision(root: Path, decision_id: str) -> dict[str, Any] | None:
-    match = DECISION_ID.match(decision_id)
-    if not match:
-        return None
-    d = match.group(1)
-    day = f"{d[:4]}-{d[4:6]}-{d[6:]}"
-    needle = f'"decision_id":"{decision_id}"'.encode()
-    for path in sorted((root / f"day={day}").glob("*.jsonl")):
-        with path.open("rb") as fh:
-            for raw in fh:
-                if needle in raw and raw.endswith(b"\n"):
-                    try:
-                        return json.loads(raw)  # type: ignore[no-any-return]
-                    except ValueError:  # torn by a crash (then padded): not a record
-                        continue
-    return None
-
-
-def count_records(root: Path) -> int:
-    return sum(1 for _ in iter_records(root))
+                self._close_file("close")
+        self._prefill.shutdown()

@@ -5,6 +5,11 @@ recomputes the request-time features from the logged request with the same
 function training uses, rebuilds the model input from the logged feature
 values, rescores, and compares score, decision and reasons with the log.
 A fallback decision is replayed through the fallback rules instead.
+
+Nothing is replayed from a record whose audit file fails verification
+(``audit_verify``: chain and signed checkpoints), and the model version it
+names goes through the registry's checks (id pattern, path inside models/,
+artifact hash) before anything is unpickled.
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from pitstore.core.spec import feature_column, service_by_name
+from pitstore.models.registry import load_model
 from pitstore.serving import fallback as fb
-from pitstore.serving.audit import find_decision
+from pitstore.serving.audit import locate_decision
+from pitstore.serving.audit_chain import AuditKeyError, audit_key
+from pitstore.serving.audit_verify import verify_file
 from pitstore.serving.schemas import ScoreRequest
 from pitstore.serving.scoring import Model, model_input, request_features, score_row
 from pitstore.serving.settings import ServingSettings
@@ -26,6 +34,10 @@ TOLERANCE = 1e-12
 
 class ExplainError(RuntimeError):
     pass
+
+
+class UnverifiedRecord(ExplainError):
+    """The record's audit file fails verification: it is not evidence."""
 
 
 @dataclass
@@ -40,9 +52,7 @@ class Replay:
 
 
 def replay(settings: ServingSettings, decision_id: str, audit_dir: Path | None = None) -> Replay:
-    record = find_decision(audit_dir or settings.resolved_audit_dir, decision_id)
-    if record is None:
-        raise ExplainError(f"no decision {decision_id!r} in {settings.resolved_audit_dir}")
+    record = verified_record(settings, decision_id, audit_dir or settings.resolved_audit_dir)
     req = ScoreRequest.model_validate(record["request"])
     txn = req.txn()
     problems: list[str] = []
@@ -84,9 +94,26 @@ def replay(settings: ServingSettings, decision_id: str, audit_dir: Path | None =
     )
 
 
-def load_version(settings: ServingSettings, version: str) -> Model:
-    from pitstore.models.registry import load_model
+def verified_record(settings: ServingSettings, decision_id: str, root: Path) -> dict[str, Any]:
+    """The decision's record, if its whole file verifies (else UnverifiedRecord)."""
+    found = locate_decision(root, decision_id)
+    if found is None:
+        raise ExplainError(f"no decision {decision_id!r} in {root}")
+    path, record = found
+    try:
+        key = audit_key(settings)
+    except AuditKeyError as exc:
+        raise ExplainError(f"cannot verify the audit log: {exc}") from exc
+    report = verify_file(root, path, key)
+    if not report.ok:
+        raise UnverifiedRecord(
+            f"decision {decision_id} is in {report.file}, which fails audit verification: "
+            f"{report.problems[0].message}; refusing to explain it"
+        )
+    return record
 
+
+def load_version(settings: ServingSettings, version: str) -> Model:
     try:
         return load_model(settings.pitstore_settings(), version)
     except Exception as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pitstore.core.config import Settings
@@ -62,24 +62,21 @@ class ServingSettings(BaseSettings):
         "gone 10-60 (measured at 1,300 req/s, Poisson: p99 91 ms with 16, 21 ms "
         "with 64).",
     )
-    audit_fsync_thread: bool = Field(
-        False,
-        description="fsync the audit log on its own thread instead of on the event "
-        "loop. Off by default: the records of one loop iteration share one fsync "
-        "either way, and on a 2-core VM the thread hand-off cost more CPU than the "
-        "fsync (measured: 1.35 ms of CPU per fsync via the thread, 0.51 ms inline). "
-        "Turn it on where an fsync waits long on the disk (network volumes), so "
-        "the loop keeps serving meanwhile.",
+    audit_key: SecretStr | None = Field(
+        None,
+        description="HMAC key signing the audit log's checkpoints (16+ bytes). Unset: "
+        "<home>/audit.key, 32 random bytes made (mode 0600) by the first server. "
+        "See docs/audit.md.",
     )
     gil_switch_interval_ms: float = Field(
         0.1,
         gt=0,
         le=100,
-        description="sys.setswitchinterval for the server process. The audit fsync "
-        "thread (audit_fsync_thread) needs the GIL to start and to finish each "
-        "flush; at CPython's 5 ms default a busy event loop kept it waiting, and "
-        "every request in the flush with it (measured p99 at ~600 req/s: 82-99 ms "
-        "at 5 ms, ~55 ms at 0.1 ms).",
+        description="sys.setswitchinterval for the server process. Measured with the "
+        "audit log's former fsync thread, which needed the GIL to start and to finish "
+        "each flush: at CPython's 5 ms default a busy event loop kept it waiting, and "
+        "every request in the flush with it (p99 at ~600 req/s: 82-99 ms at 5 ms, "
+        "~55 ms at 0.1 ms).",
     )
     max_body_bytes: int = Field(8_192, ge=512, description="Larger request bodies get a 422.")
     max_clock_skew_s: int = Field(
