@@ -45,25 +45,17 @@ import os  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
-from typing import TYPE_CHECKING, Any  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 from pitstore.core.run_lock import run_lock  # noqa: E402
 from pitstore.core.runs import (  # noqa: E402
-    MARKERS,
-    RunMarker,
+    MARKERS,  # noqa: E402
     RunSummary,
     TransformError,
-    begin_run,
-    check_engine,
     check_run_order,
-    file_entry,
     forget_runs,
-    is_marker_name,
-    marker_name,
-    read_markers,
-    write_marker,
 )
 from pitstore.core.spec import FEATURE_VIEWS  # noqa: E402
 from pitstore.core.timeutil import from_us, parse_utc, stamp_us, to_us  # noqa: E402
@@ -71,6 +63,7 @@ from pitstore.landing import zone as landing  # noqa: E402
 from pitstore.transform.dbt_engine import LABEL_COLUMNS, TRANSACTION_COLUMNS  # noqa: E402
 from pitstore.transform.render_sql import us  # noqa: E402
 from pitstore.transform.spark import dedupe, landing_io, staging  # noqa: E402
+from pitstore.transform.spark.bookkeeping import publish_marker, start_run  # noqa: E402
 from pitstore.transform.spark.quarantine import count_quarantine  # noqa: E402
 from pitstore.transform.spark.storage import Store, is_local, join, local_path  # noqa: E402
 from pitstore.transform.spark.views import run_view  # noqa: E402
@@ -180,53 +173,6 @@ def transform_spark(
 
 
 # --- Runs ---------------------------------------------------------------------
-
-
-def recorded_markers(store: Store, layout: Layout) -> dict[int, RunMarker]:
-    """The markers of the runs that completed, by watermark (µs)."""
-    if layout.local_offline is not None:
-        return read_markers(layout.local_offline)
-    markers = {}
-    for name in store.list_names(layout.markers):
-        if is_marker_name(name):
-            uri = join(layout.markers, name)
-            marker = RunMarker.from_json(store.read_text(uri), uri)
-            markers[marker.watermark_us] = marker
-    return markers
-
-
-def start_run(
-    store: Store, layout: Layout, w_us: int, full_refresh: bool
-) -> tuple[dict[int, RunMarker], list[str]]:
-    """The completed runs this one builds on (``runs.begin_run`` on a local store:
-    the invariants enforced first) and the orphans removed."""
-    if layout.local_offline is not None:
-        return begin_run(layout.local_offline, local_path(layout.runs), "spark", w_us, full_refresh)
-    if full_refresh:
-        return {}, []
-    markers = recorded_markers(store, layout)
-    check_engine("spark", markers)
-    return markers, []
-
-
-def publish_marker(
-    store: Store, layout: Layout, w_us: int, summary: RunSummary, engine_state: dict[str, Any]
-) -> None:
-    """The run's marker, listing every file it published (written last)."""
-    w_stamp = stamp_us(w_us)
-    published = [f"{v.name}/run-{w_stamp}.parquet" for v in FEATURE_VIEWS] + [
-        f"{dedupe.STATE}/{dataset}/run-{w_stamp}.parquet" for dataset in dedupe.DATASETS
-    ]
-    local = layout.local_offline
-    files = {
-        rel: file_entry(local / rel) if local is not None else {"bytes": None, "sha256": None}
-        for rel in published
-    }
-    marker = RunMarker("spark", w_us, files, asdict(summary), engine_state)
-    if local is not None:
-        write_marker(local, marker)
-    else:
-        store.write_text(join(layout.markers, marker_name(w_us)), marker.to_json())
 
 
 @contextlib.contextmanager
