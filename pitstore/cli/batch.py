@@ -93,24 +93,41 @@ def transform(
         str | None, typer.Option(help="Spark master URL (spark engine only).")
     ] = None,
 ) -> None:
-    """Compute every feature view's new rows for watermark W into the offline store."""
+    """Compute every feature view's new rows for watermark W into the offline store.
+
+    One run per home at a time (a second one fails at once, naming the holder).
+    Exit 2: the request cannot be served as asked (watermark, landing zone);
+    exit 1: the run failed (lock held, disk, damaged store or warehouse, dbt).
+    """
     from pitstore.landing.zone import LandingError
     from pitstore.transform.dbt_engine import TransformError, transform_dbt
 
     w = watermark_arg(watermark)
+    if engine not in ("dbt", "spark"):
+        fail(f"unknown engine {engine!r}: use dbt or spark")
     settings = get_settings()
     try:
         if engine == "dbt":
             summary = transform_dbt(settings, w, full_refresh=full_refresh)
-        elif engine == "spark":
+        else:
             from pitstore.transform.spark.job import transform_spark  # type: ignore[import-not-found]
 
             summary = transform_spark(settings, w, master=master, full_refresh=full_refresh)
-        else:
-            fail(f"unknown engine {engine!r}: use dbt or spark")
-    except (LandingError, TransformError) as exc:
+    except LandingError as exc:
         fail(str(exc))
+    except TransformError as exc:
+        fail(str(exc), code=exc.exit_code)
+    except OSError as exc:
+        # Whatever the engines did not name themselves (a full disk while dbt logs,
+        # a home that cannot be created): the system's reason and the path.
+        where = f" ({exc.filename})" if exc.filename else ""
+        fail(f"transform failed: {exc.strerror or exc}{where}", code=1)
     print_run_summary(summary)
+    if summary.orphans_removed:
+        console.print(
+            f"moved {len(summary.orphans_removed)} files no completed run published "
+            "(a killed run's) out of the store"
+        )
 
 
 def print_run_summary(summary: object) -> None:

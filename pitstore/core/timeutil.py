@@ -44,5 +44,18 @@ def from_us(micros: int) -> datetime:
 
 
 def stamp(value: datetime) -> str:
-    """A file-name-safe UTC stamp: 2026-01-05T00:00:00+00:00 -> 20260105T000000Z."""
-    return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    """A file-name-safe UTC stamp that keeps every microsecond:
+    2026-01-05T00:00:00.25+00:00 -> 20260105T000000.250000Z.
+
+    A run's files are named by its watermark, so the stamp must tell any two
+    watermarks apart: with whole seconds, runs at 12:00:00.250 and 12:00:00.750
+    wrote the same file names and the second replaced the first's rows. The
+    fraction always has 6 digits, so names sort as the instants do (readers list
+    ``run-*.parquet`` in name order) and a name maps back to one instant.
+    """
+    return value.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def stamp_us(micros: int) -> str:
+    """:func:`stamp` of a time in microseconds since the epoch."""
+    return stamp(from_us(micros))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
@@ -16,9 +18,22 @@ import duckdb
 import pyarrow.parquet as pq
 
 from pitstore.core.config import Settings
-from pitstore.core.runs import RunSummary, TransformError, check_run_order
+from pitstore.core.run_lock import run_lock
+from pitstore.core.runs import (
+    RunFailed,
+    RunMarker,
+    RunSummary,
+    StoreError,
+    TransformError,
+    begin_run,
+    check_run_order,
+    file_entry,
+    forget_runs,
+    read_markers,
+    write_marker,
+)
 from pitstore.core.spec import FEATURE_VIEWS, FeatureView
-from pitstore.core.timeutil import from_us, stamp, to_us
+from pitstore.core.timeutil import stamp_us, to_us
 from pitstore.landing import zone as landing
 from pitstore.landing.schema import LABELS_SCHEMA, TRANSACTIONS_SCHEMA, columns_of
 from pitstore.transform.codegen import mart_name
@@ -72,28 +87,29 @@ def files_ingested_after(paths: list[str], after_us: int) -> list[str]:
 
 
 def existing_runs(settings: Settings) -> list[int]:
-    """Watermarks (µs) of the dbt runs that completed.
-
-    A run is complete once its summary (``runs/dbt-<W>.json``) exists: it is
-    written last, after every view's parquet file was published. A run that
-    crashed before that never counts as "the previous run".
-    """
-    done = []
-    for path in sorted(settings.runs.glob("dbt-*.json")):
-        done.append(to_us(datetime.fromisoformat(json.loads(path.read_text())["watermark"])))
-    return done
+    """Watermarks (µs, ascending) of the dbt runs that completed (their markers:
+    ``pitstore.core.runs``). A run that crashed before its marker never counts as
+    "the previous run"."""
+    return sorted(w for w, m in read_markers(settings.offline).items() if m.engine == "dbt")
 
 
 def discard_incomplete_runs(warehouse: Path, keep_us: list[int]) -> None:
     """Drop rows a crashed run left in the warehouse (created by no completed run).
 
     Otherwise a later run would compare against versions the offline store
-    never published. Rows of the run about to execute are replaced by it anyway.
+    never published, and ``transform_runs`` would name a run that never
+    completed. Rows of the run about to execute are replaced by it anyway.
     """
     if not warehouse.exists():
         return
     keep = ", ".join(str(k) for k in keep_us) or "-1"
-    con = duckdb.connect(str(warehouse))
+    try:
+        con = duckdb.connect(str(warehouse))
+    except duckdb.Error as exc:
+        raise StoreError(
+            f"cannot open the warehouse {warehouse}: {first_line(exc)} (if it is damaged, "
+            "move it away and rebuild with --full-refresh)"
+        ) from exc
     try:
         tables = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
         for view in FEATURE_VIEWS:
@@ -107,8 +123,21 @@ def discard_incomplete_runs(warehouse: Path, keep_us: list[int]) -> None:
                 f"delete from quarantine_events "
                 f"where epoch_us(first_seen_watermark) not in ({keep})"
             )
+        if "transform_runs" in tables:
+            con.execute(f"delete from transform_runs where watermark_us not in ({keep})")
+    except duckdb.Error as exc:
+        raise StoreError(
+            f"the warehouse {warehouse} is unusable: {first_line(exc)} (if it is damaged, "
+            "move it away and rebuild with --full-refresh)"
+        ) from exc
     finally:
         con.close()
+
+
+def first_line(exc: BaseException) -> str:
+    """A library error's message without its trailing hints and stack."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def run_dbt(args: list[str], settings: Settings, write_json: bool = True) -> None:
@@ -118,16 +147,16 @@ def run_dbt(args: list[str], settings: Settings, write_json: bool = True) -> Non
     try:
         invoke(args, settings, write_json=write_json)
     except DbtError as exc:
-        raise TransformError(str(exc)) from exc
+        raise RunFailed(str(exc)) from exc
 
 
 def export_view(con: duckdb.DuckDBPyConnection, view: FeatureView, out_dir: Path, w_us: int) -> int:
     """Write the rows run ``W`` created as one parquet file, atomically.
 
     The file is written under a hidden temporary name and renamed into place,
-    so readers (Feast, training) see either the old store or the new one.
+    so readers (Feast, training) see either the old store or the new one. A
+    failed write (a full disk) leaves no temporary behind.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / f"run-{stamp_us(w_us)}.parquet"
     tmp = out_dir / f".{final.name}.tmp"
     relation = con.sql(
@@ -135,28 +164,32 @@ def export_view(con: duckdb.DuckDBPyConnection, view: FeatureView, out_dir: Path
         f"where created_timestamp = make_timestamptz({w_us}::bigint) "
         "order by all"
     )
-    relation.write_parquet(str(tmp), compression="zstd")
-    os.replace(tmp, final)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        relation.write_parquet(str(tmp), compression="zstd")
+        os.replace(tmp, final)
+    except (OSError, duckdb.Error) as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {final}: {first_line(exc)}") from exc
     return int(pq.read_metadata(final).num_rows)
-
-
-def stamp_us(w_us: int) -> str:
-    return stamp(from_us(w_us))
 
 
 def transform_dbt(
     settings: Settings, watermark: datetime, full_refresh: bool = False
 ) -> RunSummary:
-    import time
+    """The run at W on the dbt engine, under the home's run lock (``run_lock.py``)."""
+    with run_lock(settings.home):
+        return locked_transform_dbt(settings, watermark, full_refresh)
 
+
+def locked_transform_dbt(settings: Settings, watermark: datetime, full_refresh: bool) -> RunSummary:
     started = time.perf_counter()
-    manifest = landing.validate_for_watermark(settings.landing, watermark)
     w_us = to_us(watermark)
-    if full_refresh:
-        # History is rebuilt as one version at W: earlier runs no longer exist.
-        for old in settings.runs.glob("dbt-*.json"):
-            old.unlink()
-    runs = existing_runs(settings)
+    # Before anything else: a killed run's files go, and the store is what the
+    # markers say (pitstore.core.runs).
+    markers, orphans = begin_run(settings.offline, settings.runs, "dbt", w_us, full_refresh)
+    manifest = landing.validate_for_watermark(settings.landing, watermark)
+    runs = sorted(markers)
     previous = check_run_order(w_us, runs)
 
     tx_files: list[str] = []
@@ -177,6 +210,9 @@ def transform_dbt(
         tx_files = files_ingested_after(tx_files, previous) or tx_files[-1:]
         label_files = files_ingested_after(label_files, previous)
 
+    if full_refresh:
+        # History is rebuilt as one version at W: earlier runs no longer exist.
+        forget_runs(settings.offline, settings.runs)
     settings.home.mkdir(parents=True, exist_ok=True)
     dbt_vars = {
         "watermark_us": w_us,
@@ -196,16 +232,19 @@ def transform_dbt(
         watermark=watermark.isoformat(),
         previous_watermark=stamp_us(previous) if previous is not None else None,
         drifted_files=[Path(p).name for p in drifted],
+        orphans_removed=orphans,
     )
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    published: list[Path] = []
+    try:
+        con = duckdb.connect(str(settings.warehouse), read_only=True)
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot open the warehouse: {first_line(exc)}") from exc
     try:
         for view in FEATURE_VIEWS:
             name = view.name
             out_dir = settings.offline_view_dir(name)
-            if full_refresh and out_dir.exists():
-                for old in out_dir.glob("*.parquet"):
-                    old.unlink()
             summary.rows_appended[name] = export_view(con, view, out_dir, w_us)
+            published.append(out_dir / f"run-{stamp_us(w_us)}.parquet")
             key = view.entity.join_key
             summary.rows_restated[name] = con.execute(
                 f"select count(*) from {mart_name(view)} n where n.created_timestamp = "
@@ -228,9 +267,14 @@ def transform_dbt(
     finally:
         con.close()
     summary.seconds = round(time.perf_counter() - started, 3)
-    settings.runs.mkdir(parents=True, exist_ok=True)
-    out = settings.runs / f"dbt-{stamp(watermark)}.json"
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(summary.to_json())
-    os.replace(tmp, out)
+    # The marker last: only a run whose every file is in place counts as a run.
+    write_marker(
+        settings.offline,
+        RunMarker(
+            engine="dbt",
+            watermark_us=w_us,
+            files={p.relative_to(settings.offline).as_posix(): file_entry(p) for p in published},
+            summary=asdict(summary),
+        ),
+    )
     return summary

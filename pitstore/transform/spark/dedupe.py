@@ -6,27 +6,29 @@ file per run: the ids that run was the first to see (copies ingested in
 ``(previous W, W]``, minus ids already known), or, for a run that had no usable
 state (a first run, a full refresh, a store written before the state existed),
 every deduplicated row known at ``W``. That run is the state's *base*; each
-run's marker records its base, and a run at W whose previous run is P reads the
-files of the completed runs from base(P) to P, plus the landing files that may
+run's marker (``pitstore.core.runs``) lists its state files and records its
+base, and a run at W whose previous run is P reads the files of the completed
+runs from base(P) to P, plus the landing files that may
 hold rows ingested after P (``files_ingested_after``), never the whole landing
 history again.
 
 Files are written under ``.tmp-<W>/`` and renamed into place; only runs with a
-marker are ever read, so a crashed run's file is ignored, and a re-run of W
-rewrites the same rows (its previous run, hence its input, is the same).
+marker are ever read, so a crashed run's file is ignored (and, on a local store,
+moved out by the next run), and a re-run of W rewrites the same rows (its
+previous run, hence its input, is the same).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pitstore.core.runs import STATE, RunMarker
 from pitstore.transform.spark import staging
 from pitstore.transform.spark.storage import Store, is_local, join, local_path
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-STATE = "_state"
 DATASETS = {
     "transactions": ("pit_stg_transactions", staging.DEDUPED_TRANSACTION_COLUMNS),
     "labels": ("pit_stg_labels", staging.DEDUPED_LABEL_COLUMNS),
@@ -37,14 +39,12 @@ def state_dir(offline: str, dataset: str) -> str:
     return join(offline, STATE, dataset)
 
 
-def usable_base(markers: dict[int, dict[str, Any]], previous: int | None) -> int | None:
+def usable_base(markers: dict[int, RunMarker], previous: int | None) -> int | None:
     """base(P) when the run can read the state from P on, else None."""
-    if previous is None:
+    marker = None if previous is None else markers.get(previous)
+    if marker is None or "state_base_us" not in marker.engine_state:
         return None
-    marker = markers.get(previous, {})
-    if "state_base_us" not in marker or "quarantined_total" not in marker:
-        return None
-    return int(marker["state_base_us"])
+    return int(marker.engine_state["state_base_us"])
 
 
 def files_since(uris: list[str], previous: int, prev_day: str) -> list[str]:
@@ -158,7 +158,7 @@ def column_min(spark: SparkSession, uri: str, column: str) -> int | None:
 
 
 def single_part(store: Store, tmp_dir: str) -> str:
-    from pitstore.transform.dbt_engine import TransformError
+    from pitstore.core.runs import TransformError
 
     names = store.list_names(tmp_dir)
     parts = [n for n in names if n.startswith("part-") and n.endswith(".parquet")]

@@ -10,9 +10,15 @@ SPARK)``, the same renderer that generates the dbt marts (run CTE by CTE:
 ``views.py``). Only the state differs:
 
 * stored rows = the view's offline parquet files (``<offline>/<view>/run-*.parquet``);
-* the previous run = the newest watermark < W among ``<offline>/_runs/run-*.json``,
-  the marker each successful run writes *last* (a run that crashed halfway has no
-  marker, so the next run recomputes from the run before it: more work, same rows);
+* the previous run = the newest watermark < W among the completed-run markers
+  ``<offline>/_runs/run-*.json`` (``pitstore.core.runs``, the format both engines
+  share), which each successful run writes *last* (a run that crashed halfway has
+  no marker, so the next run recomputes from the run before it: more work, same
+  rows); the marker lists the view and state files the run published;
+* on a local home a run holds the home's run lock (``pitstore.core.run_lock``,
+  the dbt engine's too) and first moves out whatever no marker lists (a killed
+  run's files). A remote home (``s3a://``) has no lock: its scheduler must run
+  one job at a time, and a killed run's files there are only overwritten;
 * dedupe is incremental like dbt's tables: the deduplicated events persist as
   parquet under ``<offline>/_state/`` (one file per run, ``dedupe.py``), and a run
   after P parses only the landing files that may hold rows ingested after P; the
@@ -35,28 +41,29 @@ if __name__ == "__main__" and not __package__:  # spark-submit pitstore/transfor
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
-from typing import TYPE_CHECKING, Any  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
-from pitstore.core.spec import FEATURE_VIEWS  # noqa: E402
-from pitstore.core.timeutil import from_us, parse_utc, to_us  # noqa: E402
-from pitstore.landing import zone as landing  # noqa: E402
-from pitstore.transform.dbt_engine import (  # noqa: E402
-    LABEL_COLUMNS,
-    TRANSACTION_COLUMNS,
+from pitstore.core.run_lock import run_lock  # noqa: E402
+from pitstore.core.runs import (  # noqa: E402
+    MARKERS,  # noqa: E402
     RunSummary,
     TransformError,
     check_run_order,
-    stamp_us,
+    forget_runs,
 )
+from pitstore.core.spec import FEATURE_VIEWS  # noqa: E402
+from pitstore.core.timeutil import from_us, parse_utc, stamp_us, to_us  # noqa: E402
+from pitstore.landing import zone as landing  # noqa: E402
+from pitstore.transform.dbt_engine import LABEL_COLUMNS, TRANSACTION_COLUMNS  # noqa: E402
 from pitstore.transform.render_sql import us  # noqa: E402
 from pitstore.transform.spark import dedupe, landing_io, staging  # noqa: E402
+from pitstore.transform.spark.bookkeeping import publish_marker, start_run  # noqa: E402
 from pitstore.transform.spark.quarantine import count_quarantine  # noqa: E402
 from pitstore.transform.spark.storage import Store, is_local, join, local_path  # noqa: E402
 from pitstore.transform.spark.views import run_view  # noqa: E402
@@ -75,7 +82,6 @@ SPARK_CONF = {
     "spark.sql.parquet.datetimeRebaseModeInRead": "CORRECTED",
     "spark.sql.ansi.enabled": "true",
 }
-RUN_MARKERS = "_runs"
 # A run that reads a persisted state parses one day of landing files: its plans
 # are dozens of small joins and aggregates over a few thousand rows, where Spark's
 # fixed costs are the run. Adaptive execution submits every query stage (and each
@@ -130,7 +136,12 @@ class Layout:
 
     @property
     def markers(self) -> str:
-        return join(self.offline, RUN_MARKERS)
+        return join(self.offline, MARKERS)
+
+    @property
+    def local_offline(self) -> Path | None:
+        """The offline store's local path (None on a remote store)."""
+        return local_path(self.offline) if is_local(self.offline) else None
 
 
 def spark_session(master: str | None = DEFAULT_MASTER) -> SparkSession:
@@ -167,16 +178,6 @@ def transform_spark(
 
 
 # --- Runs ---------------------------------------------------------------------
-
-
-def recorded_markers(store: Store, layout: Layout) -> dict[int, dict[str, Any]]:
-    """The markers of the runs that completed, by watermark (µs)."""
-    markers = {}
-    for name in store.list_names(layout.markers):
-        if name.startswith("run-") and name.endswith(".json"):
-            marker = json.loads(store.read_text(join(layout.markers, name)))
-            markers[int(marker["watermark_us"])] = marker
-    return markers
 
 
 @contextlib.contextmanager
@@ -226,16 +227,25 @@ def run_job(
     spark: SparkSession, layout: Layout, watermark: datetime, full_refresh: bool = False
 ) -> RunSummary:
     """Compute and publish every view's rows for the run at ``watermark``."""
+    local = layout.local_offline
+    with run_lock(local.parent) if local is not None else contextlib.nullcontext():
+        return locked_run_job(spark, layout, watermark, full_refresh)
+
+
+def locked_run_job(
+    spark: SparkSession, layout: Layout, watermark: datetime, full_refresh: bool
+) -> RunSummary:
     started = time.perf_counter()
+    local = layout.local_offline
     for key, value in SPARK_CONF.items():
         spark.conf.set(key, value)
     store = Store(spark)
     if watermark.tzinfo is None or watermark.utcoffset() is None:
         raise TransformError(f"watermark {watermark.isoformat()} is naive: pass a UTC-aware time")
     watermark = watermark.astimezone(UTC)
-    manifest = landing_io.validated_manifest(spark, store, layout.landing, watermark)
     w_us = to_us(watermark)
-    markers = {} if full_refresh else recorded_markers(store, layout)
+    markers, orphans = start_run(store, layout, w_us, full_refresh)
+    manifest = landing_io.validated_manifest(spark, store, layout.landing, watermark)
     previous = check_run_order(w_us, list(markers))
     prev_us = -1 if previous is None else previous
     w_stamp = stamp_us(w_us)
@@ -257,6 +267,9 @@ def run_job(
         raise TransformError(
             f"the landing zone holds no transaction partition at or before {watermark.isoformat()}"
         )
+    if full_refresh and local is not None:
+        # History is rebuilt as one version at W: earlier runs no longer exist.
+        forget_runs(local, local_path(layout.runs))
 
     if state_runs is not None:
         assert previous is not None
@@ -290,9 +303,12 @@ def run_job(
             watermark=watermark.isoformat(),
             previous_watermark=stamp_us(previous) if previous is not None else None,
             drifted_files=[u.rsplit("/", 1)[-1] for u in drifted],
+            orphans_removed=orphans,
         )
         try:
-            previous_total = None if base is None else int(markers[prev_us]["quarantined_total"])
+            previous_total = (
+                None if base is None else int(markers[prev_us].summary["quarantined_total"])
+            )
             count_quarantine(spark, drifted, w_us, previous, summary, previous_total)
             # The earliest event (label) among the rows new at W bounds every view's
             # horizon: passed as a literal, it prunes the scans of the state and store.
@@ -334,21 +350,13 @@ def run_job(
             staged_tx.unpersist()
             staged_labels.unpersist()
 
-    if full_refresh:
+    if full_refresh and local is None:
         for name in store.list_names(layout.markers):
             store.delete(join(layout.markers, name))
         dedupe.drop_other_runs(store, layout.offline, w_stamp)
     summary.seconds = round(time.perf_counter() - started, 3)
-    store.write_text(join(layout.runs, f"spark-{w_stamp}.json"), summary.to_json())
     # The marker last: only a run whose every file is in place counts as a run.
-    marker = {
-        "watermark_us": w_us,
-        "watermark": watermark.isoformat(),
-        "engine": "spark",
-        "state_base_us": w_us if base is None else base,
-        "quarantined_total": summary.quarantined_total,
-    }
-    store.write_text(join(layout.markers, f"run-{w_stamp}.json"), json.dumps(marker) + "\n")
+    publish_marker(store, layout, w_us, summary, {"state_base_us": w_us if base is None else base})
     return summary
 
 
@@ -376,9 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_job(
             spark, Layout.from_home(args.home, args.landing), watermark, args.full_refresh
         )
-    except (landing.LandingError, TransformError) as exc:
+    except landing.LandingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TransformError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     print(summary.to_json())
     return 0
 
