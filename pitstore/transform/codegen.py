@@ -13,7 +13,7 @@ import yaml
 
 from pitstore.core.paths import DBT_DIR  # noqa: E402
 from pitstore.core.spec import DERIVED_INPUTS, FEATURE_VIEWS, FeatureView
-from pitstore.transform.render_sql import DUCKDB, GENERATED_HEADER, Relations, render_view_sql
+from pitstore.transform.render_sql import DUCKDB, GENERATED_HEADER, Relations, render_view
 
 
 def mart_name(view: FeatureView) -> str:
@@ -32,7 +32,7 @@ def render_dbt_model(view: FeatureView) -> str:
     config = "{{ config(unique_key=['" + key + "', 'event_timestamp', 'created_timestamp']) }}"
     return (
         f"{GENERATED_HEADER}\n-- Feature view `{view.name}`: {view.description}\n"
-        f"{config}\n\n{render_view_sql(view, rel, DUCKDB)}"
+        f"{config}\n\n{render_view(view, rel, DUCKDB).sql()}"
     )
 
 

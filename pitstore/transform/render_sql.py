@@ -27,7 +27,7 @@ How a run at watermark ``W`` works (DESIGN.md, "Aggregate rows"):
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -89,290 +89,338 @@ def sql_type(feature: Feature) -> str:
     return "bigint" if feature.dtype == "int64" else "double"
 
 
-def _in_window(feature: Feature, boundary: str) -> str:
-    return f"e.event_us >= {boundary} - {us(feature.window)}"
+@dataclass(frozen=True)
+class Cte:
+    """One step of a view's CTE chain."""
+
+    name: str  # what the other steps call it (already qualified: see ``render_view``)
+    sql: str  # its SELECT, references to other steps already qualified
+    reads: tuple[str, ...]  # the steps it reads, once per reference
+    comment: str = ""  # why it exists, for the reader of the generated SQL
+    constant: bool = False  # a literal row with no FROM: free to inline anywhere
+
+
+@dataclass(frozen=True)
+class RenderedView:
+    """A view's SQL as its named steps: dbt joins them, Spark runs them one by one."""
+
+    ctes: tuple[Cte, ...]
+    final: str  # the SELECT over the last step
+    final_reads: tuple[str, ...]
+
+    def sql(self) -> str:
+        """The whole chain as one ``with ... select`` statement (the dbt model's body)."""
+        parts = []
+        for cte in self.ctes:
+            comment = "".join(f"-- {line}\n" for line in cte.comment.splitlines())
+            parts.append(f"{comment}{cte.name} as (\n{_indent_all(cte.sql, 4)}\n)")
+        return "with\n\n" + ",\n\n".join(parts) + f"\n\n{self.final}\n"
+
+    def uses(self, name: str) -> int:
+        """How many references to step ``name`` the chain makes."""
+        return sum(c.reads.count(name) for c in self.ctes) + self.final_reads.count(name)
+
+
+def _indent_all(text: str, n: int) -> str:
+    return "\n".join(" " * n + line if line else line for line in text.splitlines())
+
+
+def _indent(text: str, n: int) -> str:
+    """Indent the lines after the first: a multi-line piece placed mid-line."""
+    return text.replace("\n", "\n" + " " * n)
+
+
+def _case(conds: list[str], then: str, otherwise: str | None = None) -> str:
+    """``case when c1 and c2 ... then x [else y] end``, a condition per line."""
+    lines = ["case", f"    when {conds[0]}", *(f"        and {c}" for c in conds[1:])]
+    lines.append(f"    then {then}" + ("" if otherwise is None else f" else {otherwise}") + " end")
+    return "\n".join(lines)
+
+
+def _ratio(numerator: str, count: str) -> str:
+    """``numerator / count`` as a double, 0.0 on an empty window."""
+    return (
+        f"case\n    when {_indent(count, 4)} = 0 then 0.0\n"
+        f"    else cast({_indent(numerator, 4)} as double)\n"
+        f"        / {_indent(count, 8)}\nend"
+    )
 
 
 def _feature_expr(feature: Feature, boundary: str) -> str:
     """Aggregate expression of one feature at ``boundary`` over the joined events ``e``."""
     agg = feature.aggregation
-    inside = _in_window(feature, boundary)
-    count = f"sum(case when {inside} then 1 else 0 end)"
+    inside = [f"e.event_us >= {boundary} - {us(feature.window)}"]
+    count = f"sum({_case(inside, '1', '0')})"
+    value = f"e.{agg.input}"
     if agg.function == "count":
         expr = count
     elif agg.function == "sum":
-        expr = f"coalesce(sum(case when {inside} then e.{agg.input} end), 0)"
+        expr = f"coalesce(sum({_case(inside, value)}), 0)"
     elif agg.function == "max":
-        expr = f"coalesce(max(case when {inside} then e.{agg.input} end), 0)"
+        expr = f"coalesce(max({_case(inside, value)}), 0)"
     elif agg.function == "count_distinct":
-        expr = f"count(distinct case when {inside} then e.{agg.input} end)"
+        expr = f"count(distinct {_case(inside, value)})"
     elif agg.function == "mean":
-        total = f"sum(case when {inside} then e.{agg.input} end)"
-        expr = f"case when {count} = 0 then 0.0 else cast({total} as double) / {count} end"
+        expr = _ratio(f"sum({_case(inside, value)})", count)
     elif agg.function == "share":
-        hits = f"sum(case when {inside} and e.{agg.input} then 1 else 0 end)"
-        expr = f"case when {count} = 0 then 0.0 else cast({hits} as double) / {count} end"
+        expr = _ratio(f"sum({_case([*inside, value], '1', '0')})", count)
     elif agg.function in ("fraud_count", "fraud_rate"):
         # A label counts at T only once it is known at T (label_ts <= T); the
         # watermark filter (label ingested_at <= W) is applied upstream.
-        frauds = (
-            f"sum(case when {inside} and e.is_fraud and e.label_us <= {boundary} then 1 else 0 end)"
-        )
-        if agg.function == "fraud_count":
-            expr = frauds
-        else:
-            expr = f"case when {count} = 0 then 0.0 else cast({frauds} as double) / {count} end"
+        known = [*inside, "e.is_fraud", f"e.label_us <= {boundary}"]
+        frauds = f"sum({_case(known, '1', '0')})"
+        expr = frauds if agg.function == "fraud_count" else _ratio(frauds, count)
     else:  # pragma: no cover - Literal type guards this
         raise ValueError(f"unknown aggregation {agg.function}")
     return f"cast({expr} as {sql_type(feature)})"
 
 
-def _stored_sql(view: FeatureView, rel: Relations, d: Dialect) -> str:
-    """The view's stored rows (versions created before ``W``), in the CTE's shape."""
-    names = ", ".join(f.name for f in view.features)
-    empty_cols = ", ".join(f"cast(null as {sql_type(f)}) as {f.name}" for f in view.features)
+class _Refs:
+    """Qualifies step names and records which steps each step reads."""
+
+    def __init__(self, qualify: Callable[[str], str]) -> None:
+        self.qualify = qualify
+        self._reads: list[str] = []
+
+    def __call__(self, name: str) -> str:
+        qualified = self.qualify(name)
+        self._reads.append(qualified)
+        return qualified
+
+    def take(self) -> tuple[str, ...]:
+        reads = tuple(self._reads)
+        self._reads.clear()
+        return reads
+
+
+def _stored_sql(view: FeatureView, rel: Relations, d: Dialect, ref: _Refs) -> str:
+    """The view's stored rows (versions created before ``W``), in the step's shape."""
+    names = "".join(f",\n    {f.name}" for f in view.features)
+    empty_cols = "".join(f",\n    cast(null as {sql_type(f)}) as {f.name}" for f in view.features)
     empty = (
-        f"select cast(null as {d.key_type}) as entity_key, cast(null as bigint) as boundary_us, "
-        f"cast(null as bigint) as created_us, {empty_cols} from (select 1 as x) as one where 1 = 0"
+        f"select\n    cast(null as {d.key_type}) as entity_key,\n"
+        f"    cast(null as bigint) as boundary_us,\n"
+        f"    cast(null as bigint) as created_us{empty_cols}\n"
+        "from (select 1 as x) as one\nwhere 1 = 0"
     )
     if rel.stored is None:
         return empty
-    join_h, lo = _horizon(rel)
+    join_h, lo = _horizon(rel, ref)
     existing = (
-        f"select {view.entity.join_key} as entity_key, "
-        f"{d.ts_to_us('event_timestamp')} as boundary_us, "
-        f"{d.ts_to_us('created_timestamp')} as created_us, {names} "
-        f"from {rel.stored}{join_h} "
-        f"where {d.ts_to_us('created_timestamp')} < {rel.watermark_us} "
-        # Boundaries before the horizon are never recomputed (see ``horizon``).
-        f"and {d.ts_to_us('event_timestamp')} >= {lo}"
+        f"select\n    {view.entity.join_key} as entity_key,\n"
+        f"    {d.ts_to_us('event_timestamp')} as boundary_us,\n"
+        f"    {d.ts_to_us('created_timestamp')} as created_us{names}\n"
+        f"from {rel.stored}{join_h}\n"
+        f"where {d.ts_to_us('created_timestamp')} < {rel.watermark_us}\n"
+        # Boundaries before the recomputed ones never change (see ``horizon``).
+        f"  and {d.ts_to_us('event_timestamp')} >= {lo}"
     )
     if rel.stored == "{{ this }}":
         # dbt: the incremental table is the store; on a first or full-refresh run it is empty.
-        return f"{{% if is_incremental() %}}{existing}{{% else %}}{empty}{{% endif %}}"
+        return f"{{% if is_incremental() %}}\n{existing}\n{{% else %}}\n{empty}\n{{% endif %}}"
     return existing
 
 
-def _horizon(rel: Relations) -> tuple[str, str]:
-    """(join clause, expression) reading the horizon: the CTE, or the caller's bound."""
+def _horizon(rel: Relations, ref: _Refs) -> tuple[str, str]:
+    """(join clause, expression) reading the horizon: the step, or the caller's bound."""
     if rel.horizon_us is None:
-        return " cross join horizon h", "h.lo_us"
+        return f"\ncross join {ref('horizon')} h", "h.lo_us"
     return "", f"({rel.horizon_us})"
 
 
-def render_view_sql(view: FeatureView, rel: Relations, dialect: Dialect) -> str:
-    """The SELECT producing the rows a run at ``W`` appends to ``view``."""
+def _or_lines(terms: list[str]) -> str:
+    return "\n    or ".join(terms)
+
+
+def render_view(
+    view: FeatureView,
+    rel: Relations,
+    dialect: Dialect,
+    qualify: Callable[[str], str] = lambda name: name,
+) -> RenderedView:
+    """The steps producing the rows a run at ``W`` appends to ``view``.
+
+    ``qualify`` names the steps (Spark registers each as a temp view, so it gives
+    them a per-view prefix); every reference between steps goes through it.
+    """
     key = view.entity.join_key
     c = us(view.cadence)
     feats = view.features
     names = [f.name for f in feats]
     d = dialect
+    W = rel.watermark_us
+    ref = _Refs(qualify)
+    ctes: list[Cte] = []
 
-    label_cols = ", l.is_fraud, l.label_us" if view.uses_labels else ""
-    label_join = (
-        f"left join (select * from {rel.labels} where ingested_us <= {rel.watermark_us}) l "
-        "on l.transaction_id = t.transaction_id"
-        if view.uses_labels
-        else ""
+    def add(name: str, sql: str, comment: str = "", constant: bool = False) -> None:
+        ctes.append(Cte(qualify(name), sql, ref.take(), comment, constant))
+
+    add("previous_run", f"select {rel.previous_us} as previous_us", constant=True)
+
+    # Where each entity's recomputation starts (see module docstring). An event
+    # counts at the boundaries after it: the first it can change is one
+    # microsecond later (a label counts from its label_ts on, inclusive).
+    arrivals = (
+        f"select t.{key} as entity_key, t.event_us + 1 as changed_us\n"
+        f"from {rel.transactions} t, {ref('previous_run')} p\n"
+        f"where t.ingested_us > p.previous_us and t.ingested_us <= {W}"
     )
-    input_cols = sorted({f.aggregation.input for f in feats if f.aggregation.input})
-    event_cols = ", ".join(f"t.{col}" for col in input_cols)
-    event_cols = f", {event_cols}" if event_cols else ""
-
-    stored_sql = _stored_sql(view, rel, d)
-    join_h, lo = _horizon(rel)
-    horizon_sql = (
-        f"select {rel.horizon_us} as lo_us"
-        if rel.horizon_us is not None
-        else """select min(lo_us) as lo_us from (
-        select lo_us from recompute_from
-        union all
-        select previous_us from previous_run
-    ) lows"""
-    )
-
-    # Where each entity's recomputation starts (see module docstring).
-    arrivals = [
-        # An event counts at the boundaries after it: the first it can change is
-        # one microsecond later (a label counts from its label_ts on, inclusive).
-        f"select t.{key} as entity_key, t.event_us + 1 as changed_us from {rel.transactions} t, "
-        "previous_run p "
-        f"where t.ingested_us > p.previous_us and t.ingested_us <= {rel.watermark_us}"
-    ]
     if view.uses_labels:
-        arrivals.append(
-            f"select t.{key} as entity_key, l.label_us as changed_us from {rel.labels} l "
-            f"join {rel.transactions} t on t.transaction_id = l.transaction_id, previous_run p "
-            "where l.ingested_us > p.previous_us "
-            f"and l.ingested_us <= {rel.watermark_us} and t.ingested_us <= {rel.watermark_us}"
+        arrivals += (
+            "\nunion all\n"
+            f"select t.{key} as entity_key, l.label_us as changed_us\n"
+            f"from {rel.labels} l\n"
+            f"join {rel.transactions} t on t.transaction_id = l.transaction_id, "
+            f"{ref('previous_run')} p\n"
+            "where l.ingested_us > p.previous_us\n"
+            f"  and l.ingested_us <= {W} and t.ingested_us <= {W}"
+        )
+    add("arrivals", arrivals)
+
+    add(
+        "recompute_from",
+        "select entity_key, least(min(changed_us), max(previous_us) + 1) as lo_us\n"
+        f"from {ref('arrivals')}, {ref('previous_run')}\n"
+        "group by entity_key",
+    )
+
+    if rel.horizon_us is not None:
+        add("horizon", f"select {rel.horizon_us} as lo_us", HORIZON_COMMENT, constant=True)
+    else:
+        add(
+            "horizon",
+            "select min(lo_us) as lo_us from (\n"
+            f"    select lo_us from {ref('recompute_from')}\n"
+            "    union all\n"
+            f"    select previous_us from {ref('previous_run')}\n"
+            ") lows",
+            HORIZON_COMMENT,
         )
 
-    exits = "\n".join(
-        f"        union all select entity_key, "
-        f"({d.idiv(f'event_us + {us(w)}', c)} + 1) * {c} from view_events"
-        for w in view.windows
-    )
-    label_boundary = (
-        f"\n        union all select entity_key, {d.idiv(f'label_us + {c - 1}', c)} * {c} "
-        "from view_events where label_us is not null"
+    add("stored", _stored_sql(view, rel, d, ref))
+
+    input_cols = sorted({f.aggregation.input for f in feats if f.aggregation.input})
+    event_cols = "".join(f",\n    t.{col}" for col in input_cols)
+    label_cols = ",\n    l.is_fraud,\n    l.label_us" if view.uses_labels else ""
+    label_join = (
+        f"\nleft join (\n    select * from {rel.labels} where ingested_us <= {W}\n"
+        ") l on l.transaction_id = t.transaction_id"
         if view.uses_labels
         else ""
     )
-    value_cols = ",\n        ".join(
-        f"{_feature_expr(f, 'b.boundary_us')} as {f.name}" for f in feats
+    join_h, lo = _horizon(rel, ref)
+    add(
+        "view_events",
+        f"select\n    t.{key} as entity_key,\n    t.event_us{event_cols}{label_cols}\n"
+        f"from {rel.transactions} t{label_join}{join_h}\n"
+        f"where t.ingested_us <= {W}\n"
+        "  -- Older events lie outside every window of every recomputed boundary.\n"
+        f"  and t.event_us >= {lo} - {us(view.max_window) + c}",
     )
+
+    branches = [f"({d.idiv('event_us', c)} + 1) * {c} as boundary_us"]
+    branches += [f"({d.idiv(f'event_us + {us(w)}', c)} + 1) * {c}" for w in view.windows]
+    boundaries = [f"select entity_key, {b}\nfrom {ref('view_events')}" for b in branches]
+    if view.uses_labels:
+        boundaries.append(
+            f"select entity_key, {d.idiv(f'label_us + {c - 1}', c)} * {c}\n"
+            f"from {ref('view_events')}\nwhere label_us is not null"
+        )
+    boundaries.append(f"select entity_key, boundary_us\nfrom {ref('stored')}")
+    add("event_boundaries", "\nunion all\n".join(boundaries))
+
     # With the horizon as a literal, boundaries before it are cut in every branch
     # of event_boundaries (the filter is pushed below the union), before the join.
-    early_cut = "" if rel.horizon_us is None else f"\n      and b.boundary_us >= ({rel.horizon_us})"
-    change = " or ".join(f"v.{n} <> coalesce(pv.{n}, 0)" for n in names)
-    differs = " or ".join(f"v.{n} <> s.{n}" for n in names)
-    out_cols = ",\n    ".join(f"r.{n}" for n in names)
+    early_cut = "" if rel.horizon_us is None else f"\n  and b.boundary_us >= ({rel.horizon_us})"
+    add(
+        "candidates",
+        "select distinct b.entity_key, b.boundary_us\n"
+        f"from {ref('event_boundaries')} b\n"
+        f"left join {ref('recompute_from')} r on r.entity_key = b.entity_key\n"
+        f"cross join {ref('previous_run')} p\n"
+        f"where b.boundary_us <= {W}\n"
+        f"  and b.boundary_us >= coalesce(r.lo_us, p.previous_us + 1){early_cut}",
+    )
 
-    return f"""with
+    add(
+        "points",
+        f"select entity_key, boundary_us from {ref('candidates')}\n"
+        "union\n"
+        f"select entity_key, boundary_us - {c} from {ref('candidates')}",
+        "Values are computed at each candidate and one cadence before it, so a change\n"
+        "point is found without reading the whole history of the entity.",
+    )
 
-previous_run as (
-    select {rel.previous_us} as previous_us
-),
+    value_cols = "".join(
+        f",\n    {_indent(_feature_expr(f, 'b.boundary_us'), 4)} as {f.name}" for f in feats
+    )
+    add(
+        "point_values",
+        f"select\n    b.entity_key,\n    b.boundary_us{value_cols}\n"
+        f"from {ref('points')} b\n"
+        f"left join {ref('view_events')} e\n"
+        "    on e.entity_key = b.entity_key\n"
+        "    and e.event_us < b.boundary_us\n"
+        f"    and e.event_us >= b.boundary_us - {us(view.max_window)}\n"
+        "group by b.entity_key, b.boundary_us",
+    )
 
-arrivals as (
-    {" union all ".join(arrivals)}
-),
+    add(
+        "recompute_from_all",
+        "select distinct s.entity_key, coalesce(r.lo_us, p.previous_us + 1) as lo_us\n"
+        f"from (select distinct entity_key from {ref('candidates')}) s\n"
+        f"left join {ref('recompute_from')} r on r.entity_key = s.entity_key\n"
+        f"cross join {ref('previous_run')} p",
+    )
 
-recompute_from as (
-    select entity_key, least(min(changed_us), max(previous_us) + 1) as lo_us
-    from arrivals, previous_run
-    group by entity_key
-),
+    add(
+        "stored_latest",
+        "select * from (\n"
+        "    select\n"
+        "        s.*,\n"
+        "        row_number() over (\n"
+        "            partition by s.entity_key, s.boundary_us order by s.created_us desc\n"
+        "        ) as version_rank\n"
+        f"    from {ref('stored')} s\n"
+        f"    join {ref('recompute_from_all')} r on r.entity_key = s.entity_key\n"
+        "    where s.boundary_us >= r.lo_us\n"
+        ") ranked\n"
+        "where version_rank = 1",
+    )
 
--- The earliest boundary any entity recomputes. Pruning events and stored rows
--- against it up front keeps an incremental run's work proportional to what
--- arrived, not to the whole history (a no-op on a first or full-refresh run).
-horizon as (
-    {horizon_sql}
-),
+    change = _or_lines([f"v.{n} <> coalesce(pv.{n}, 0)" for n in names])
+    differs = _or_lines([f"v.{n} <> s.{n}" for n in names])
+    add(
+        "new_rows",
+        "select v.*\n"
+        f"from {ref('candidates')} c\n"
+        f"join {ref('point_values')} v\n"
+        "    on v.entity_key = c.entity_key and v.boundary_us = c.boundary_us\n"
+        f"left join {ref('point_values')} pv\n"
+        f"    on pv.entity_key = c.entity_key and pv.boundary_us = c.boundary_us - {c}\n"
+        f"left join {ref('stored_latest')} s\n"
+        "    on s.entity_key = c.entity_key and s.boundary_us = c.boundary_us\n"
+        "where (\n"
+        f"    s.boundary_us is null and (\n        {_indent(change, 4)}\n    )\n"
+        ") or (\n"
+        f"    s.boundary_us is not null and (\n        {_indent(differs, 4)}\n    )\n"
+        ")",
+    )
 
-stored as (
-    {stored_sql}
-),
+    out_cols = "".join(f",\n    r.{n}" for n in names)
+    add(
+        "final",
+        f"select\n    r.entity_key as {key},\n"
+        f"    {d.us_to_ts('r.boundary_us')} as event_timestamp,\n"
+        f"    {d.us_to_ts(W)} as created_timestamp{out_cols}\n"
+        f"from {ref('new_rows')} r",
+    )
+    final = f"select * from {ref('final')}"
+    return RenderedView(tuple(ctes), final, ref.take())
 
-view_events as (
-    select
-        t.{key} as entity_key,
-        t.event_us{event_cols}{label_cols}
-    from {rel.transactions} t
-    {label_join}{join_h.replace(" cross", chr(10) + "    cross")}
-    where t.ingested_us <= {rel.watermark_us}
-      -- Older events lie outside every window of every recomputed boundary.
-      and t.event_us >= {lo} - {us(view.max_window) + c}
-),
 
-event_boundaries as (
-    select entity_key, ({d.idiv("event_us", c)} + 1) * {c} as boundary_us from view_events
-{exits}{label_boundary}
-        union all select entity_key, boundary_us from stored
-),
-
-candidates as (
-    select distinct b.entity_key, b.boundary_us
-    from event_boundaries b
-    left join recompute_from r on r.entity_key = b.entity_key
-    cross join previous_run p
-    where b.boundary_us <= {rel.watermark_us}
-      and b.boundary_us >= coalesce(r.lo_us, p.previous_us + 1){early_cut}
-),
-
--- Values are computed at each candidate and one cadence before it, so a change
--- point is found without reading the whole history of the entity.
-points as (
-    select entity_key, boundary_us from candidates
-    union
-    select entity_key, boundary_us - {c} from candidates
-),
-
-point_values as (
-    select
-        b.entity_key,
-        b.boundary_us,
-        {value_cols}
-    from points b
-    left join view_events e
-        on e.entity_key = b.entity_key
-        and e.event_us < b.boundary_us
-        and e.event_us >= b.boundary_us - {us(view.max_window)}
-    group by b.entity_key, b.boundary_us
-),
-
-recompute_from_all as (
-    select distinct s.entity_key, coalesce(r.lo_us, p.previous_us + 1) as lo_us
-    from (select distinct entity_key from candidates) s
-    left join recompute_from r on r.entity_key = s.entity_key
-    cross join previous_run p
-),
-
-stored_latest as (
-    select * from (
-        select
-            s.*,
-            row_number() over (
-                partition by s.entity_key, s.boundary_us order by s.created_us desc
-            ) as version_rank
-        from stored s
-        join recompute_from_all r on r.entity_key = s.entity_key
-        where s.boundary_us >= r.lo_us
-    ) ranked
-    where version_rank = 1
-),
-
-new_rows as (
-    select v.*
-    from candidates c
-    join point_values v
-        on v.entity_key = c.entity_key and v.boundary_us = c.boundary_us
-    left join point_values pv
-        on pv.entity_key = c.entity_key and pv.boundary_us = c.boundary_us - {c}
-    left join stored_latest s
-        on s.entity_key = c.entity_key and s.boundary_us = c.boundary_us
-    where (s.boundary_us is null and ({change}))
-       or (s.boundary_us is not null and ({differs}))
-),
-
-final as (
-    select
-        r.entity_key as {key},
-        {d.us_to_ts("r.boundary_us")} as event_timestamp,
-        {d.us_to_ts(rel.watermark_us)} as created_timestamp,
-    {out_cols}
-    from new_rows r
+HORIZON_COMMENT = (
+    "The earliest boundary any entity recomputes. Pruning events and stored rows\n"
+    "against it up front keeps an incremental run's work proportional to what\n"
+    "arrived, not to the whole history (a no-op on a first or full-refresh run)."
 )
-
-select * from final
-"""
-
-
-_CTE_HEAD = re.compile(r"^([a-z_]+) as \($")
-
-
-def split_ctes(sql: str) -> tuple[list[tuple[str, str]], str]:
-    """``render_view_sql``'s output as its CTEs ``[(name, body)]`` and the final SELECT.
-
-    For engines that plan a long CTE chain poorly (Spark inlines every reference
-    to a CTE and re-analyses it each time), so they can run it step by step.
-    """
-    ctes: list[tuple[str, str]] = []
-    lines = sql.splitlines()
-    i = 0
-    while i < len(lines):
-        head = _CTE_HEAD.match(lines[i])
-        if head is None:
-            i += 1
-            continue
-        body: list[str] = []
-        i += 1
-        while lines[i] not in (")", "),"):
-            body.append(lines[i])
-            i += 1
-        ctes.append((head.group(1), "\n".join(body)))
-        if lines[i] == ")":
-            return ctes, "\n".join(lines[i + 1 :]).strip()
-        i += 1
-    raise ValueError("not a CTE chain rendered by render_view_sql")

@@ -9,7 +9,9 @@ previous_run as (
 ),
 
 arrivals as (
-    select t.account_id as entity_key, t.event_us + 1 as changed_us from {{ ref('int_transactions__deduped') }} t, previous_run p where t.ingested_us > p.previous_us and t.ingested_us <= {{ watermark_us() }}
+    select t.account_id as entity_key, t.event_us + 1 as changed_us
+    from {{ ref('int_transactions__deduped') }} t, previous_run p
+    where t.ingested_us > p.previous_us and t.ingested_us <= {{ watermark_us() }}
 ),
 
 recompute_from as (
@@ -30,15 +32,59 @@ horizon as (
 ),
 
 stored as (
-    {% if is_incremental() %}select account_id as entity_key, epoch_us(event_timestamp) as boundary_us, epoch_us(created_timestamp) as created_us, txn_count_7d, txn_count_30d, amount_sum_7d, amount_sum_30d, amount_mean_7d, amount_mean_30d, amount_max_7d, amount_max_30d, distinct_merchants_30d, distinct_countries_30d, foreign_share_30d, card_not_present_share_30d from {{ this }} cross join horizon h where epoch_us(created_timestamp) < {{ watermark_us() }} and epoch_us(event_timestamp) >= h.lo_us{% else %}select cast(null as varchar) as entity_key, cast(null as bigint) as boundary_us, cast(null as bigint) as created_us, cast(null as bigint) as txn_count_7d, cast(null as bigint) as txn_count_30d, cast(null as bigint) as amount_sum_7d, cast(null as bigint) as amount_sum_30d, cast(null as double) as amount_mean_7d, cast(null as double) as amount_mean_30d, cast(null as bigint) as amount_max_7d, cast(null as bigint) as amount_max_30d, cast(null as bigint) as distinct_merchants_30d, cast(null as bigint) as distinct_countries_30d, cast(null as double) as foreign_share_30d, cast(null as double) as card_not_present_share_30d from (select 1 as x) as one where 1 = 0{% endif %}
+    {% if is_incremental() %}
+    select
+        account_id as entity_key,
+        epoch_us(event_timestamp) as boundary_us,
+        epoch_us(created_timestamp) as created_us,
+        txn_count_7d,
+        txn_count_30d,
+        amount_sum_7d,
+        amount_sum_30d,
+        amount_mean_7d,
+        amount_mean_30d,
+        amount_max_7d,
+        amount_max_30d,
+        distinct_merchants_30d,
+        distinct_countries_30d,
+        foreign_share_30d,
+        card_not_present_share_30d
+    from {{ this }}
+    cross join horizon h
+    where epoch_us(created_timestamp) < {{ watermark_us() }}
+      and epoch_us(event_timestamp) >= h.lo_us
+    {% else %}
+    select
+        cast(null as varchar) as entity_key,
+        cast(null as bigint) as boundary_us,
+        cast(null as bigint) as created_us,
+        cast(null as bigint) as txn_count_7d,
+        cast(null as bigint) as txn_count_30d,
+        cast(null as bigint) as amount_sum_7d,
+        cast(null as bigint) as amount_sum_30d,
+        cast(null as double) as amount_mean_7d,
+        cast(null as double) as amount_mean_30d,
+        cast(null as bigint) as amount_max_7d,
+        cast(null as bigint) as amount_max_30d,
+        cast(null as bigint) as distinct_merchants_30d,
+        cast(null as bigint) as distinct_countries_30d,
+        cast(null as double) as foreign_share_30d,
+        cast(null as double) as card_not_present_share_30d
+    from (select 1 as x) as one
+    where 1 = 0
+    {% endif %}
 ),
 
 view_events as (
     select
         t.account_id as entity_key,
-        t.event_us, t.amount, t.country, t.is_card_not_present, t.is_foreign, t.merchant_id
+        t.event_us,
+        t.amount,
+        t.country,
+        t.is_card_not_present,
+        t.is_foreign,
+        t.merchant_id
     from {{ ref('int_transactions__deduped') }} t
-    
     cross join horizon h
     where t.ingested_us <= {{ watermark_us() }}
       -- Older events lie outside every window of every recomputed boundary.
@@ -46,10 +92,17 @@ view_events as (
 ),
 
 event_boundaries as (
-    select entity_key, (((event_us) // 86400000000) + 1) * 86400000000 as boundary_us from view_events
-        union all select entity_key, (((event_us + 604800000000) // 86400000000) + 1) * 86400000000 from view_events
-        union all select entity_key, (((event_us + 2592000000000) // 86400000000) + 1) * 86400000000 from view_events
-        union all select entity_key, boundary_us from stored
+    select entity_key, (((event_us) // 86400000000) + 1) * 86400000000 as boundary_us
+    from view_events
+    union all
+    select entity_key, (((event_us + 604800000000) // 86400000000) + 1) * 86400000000
+    from view_events
+    union all
+    select entity_key, (((event_us + 2592000000000) // 86400000000) + 1) * 86400000000
+    from view_events
+    union all
+    select entity_key, boundary_us
+    from stored
 ),
 
 candidates as (
@@ -73,18 +126,76 @@ point_values as (
     select
         b.entity_key,
         b.boundary_us,
-        cast(sum(case when e.event_us >= b.boundary_us - 604800000000 then 1 else 0 end) as bigint) as txn_count_7d,
-        cast(sum(case when e.event_us >= b.boundary_us - 2592000000000 then 1 else 0 end) as bigint) as txn_count_30d,
-        cast(coalesce(sum(case when e.event_us >= b.boundary_us - 604800000000 then e.amount end), 0) as bigint) as amount_sum_7d,
-        cast(coalesce(sum(case when e.event_us >= b.boundary_us - 2592000000000 then e.amount end), 0) as bigint) as amount_sum_30d,
-        cast(case when sum(case when e.event_us >= b.boundary_us - 604800000000 then 1 else 0 end) = 0 then 0.0 else cast(sum(case when e.event_us >= b.boundary_us - 604800000000 then e.amount end) as double) / sum(case when e.event_us >= b.boundary_us - 604800000000 then 1 else 0 end) end as double) as amount_mean_7d,
-        cast(case when sum(case when e.event_us >= b.boundary_us - 2592000000000 then 1 else 0 end) = 0 then 0.0 else cast(sum(case when e.event_us >= b.boundary_us - 2592000000000 then e.amount end) as double) / sum(case when e.event_us >= b.boundary_us - 2592000000000 then 1 else 0 end) end as double) as amount_mean_30d,
-        cast(coalesce(max(case when e.event_us >= b.boundary_us - 604800000000 then e.amount end), 0) as bigint) as amount_max_7d,
-        cast(coalesce(max(case when e.event_us >= b.boundary_us - 2592000000000 then e.amount end), 0) as bigint) as amount_max_30d,
-        cast(count(distinct case when e.event_us >= b.boundary_us - 2592000000000 then e.merchant_id end) as bigint) as distinct_merchants_30d,
-        cast(count(distinct case when e.event_us >= b.boundary_us - 2592000000000 then e.country end) as bigint) as distinct_countries_30d,
-        cast(case when sum(case when e.event_us >= b.boundary_us - 2592000000000 then 1 else 0 end) = 0 then 0.0 else cast(sum(case when e.event_us >= b.boundary_us - 2592000000000 and e.is_foreign then 1 else 0 end) as double) / sum(case when e.event_us >= b.boundary_us - 2592000000000 then 1 else 0 end) end as double) as foreign_share_30d,
-        cast(case when sum(case when e.event_us >= b.boundary_us - 2592000000000 then 1 else 0 end) = 0 then 0.0 else cast(sum(case when e.event_us >= b.boundary_us - 2592000000000 and e.is_card_not_present then 1 else 0 end) as double) / sum(case when e.event_us >= b.boundary_us - 2592000000000 then 1 else 0 end) end as double) as card_not_present_share_30d
+        cast(sum(case
+            when e.event_us >= b.boundary_us - 604800000000
+            then 1 else 0 end) as bigint) as txn_count_7d,
+        cast(sum(case
+            when e.event_us >= b.boundary_us - 2592000000000
+            then 1 else 0 end) as bigint) as txn_count_30d,
+        cast(coalesce(sum(case
+            when e.event_us >= b.boundary_us - 604800000000
+            then e.amount end), 0) as bigint) as amount_sum_7d,
+        cast(coalesce(sum(case
+            when e.event_us >= b.boundary_us - 2592000000000
+            then e.amount end), 0) as bigint) as amount_sum_30d,
+        cast(case
+            when sum(case
+                when e.event_us >= b.boundary_us - 604800000000
+                then 1 else 0 end) = 0 then 0.0
+            else cast(sum(case
+                when e.event_us >= b.boundary_us - 604800000000
+                then e.amount end) as double)
+                / sum(case
+                    when e.event_us >= b.boundary_us - 604800000000
+                    then 1 else 0 end)
+        end as double) as amount_mean_7d,
+        cast(case
+            when sum(case
+                when e.event_us >= b.boundary_us - 2592000000000
+                then 1 else 0 end) = 0 then 0.0
+            else cast(sum(case
+                when e.event_us >= b.boundary_us - 2592000000000
+                then e.amount end) as double)
+                / sum(case
+                    when e.event_us >= b.boundary_us - 2592000000000
+                    then 1 else 0 end)
+        end as double) as amount_mean_30d,
+        cast(coalesce(max(case
+            when e.event_us >= b.boundary_us - 604800000000
+            then e.amount end), 0) as bigint) as amount_max_7d,
+        cast(coalesce(max(case
+            when e.event_us >= b.boundary_us - 2592000000000
+            then e.amount end), 0) as bigint) as amount_max_30d,
+        cast(count(distinct case
+            when e.event_us >= b.boundary_us - 2592000000000
+            then e.merchant_id end) as bigint) as distinct_merchants_30d,
+        cast(count(distinct case
+            when e.event_us >= b.boundary_us - 2592000000000
+            then e.country end) as bigint) as distinct_countries_30d,
+        cast(case
+            when sum(case
+                when e.event_us >= b.boundary_us - 2592000000000
+                then 1 else 0 end) = 0 then 0.0
+            else cast(sum(case
+                when e.event_us >= b.boundary_us - 2592000000000
+                    and e.is_foreign
+                then 1 else 0 end) as double)
+                / sum(case
+                    when e.event_us >= b.boundary_us - 2592000000000
+                    then 1 else 0 end)
+        end as double) as foreign_share_30d,
+        cast(case
+            when sum(case
+                when e.event_us >= b.boundary_us - 2592000000000
+                then 1 else 0 end) = 0 then 0.0
+            else cast(sum(case
+                when e.event_us >= b.boundary_us - 2592000000000
+                    and e.is_card_not_present
+                then 1 else 0 end) as double)
+                / sum(case
+                    when e.event_us >= b.boundary_us - 2592000000000
+                    then 1 else 0 end)
+        end as double) as card_not_present_share_30d
     from points b
     left join view_events e
         on e.entity_key = b.entity_key
@@ -123,8 +234,37 @@ new_rows as (
         on pv.entity_key = c.entity_key and pv.boundary_us = c.boundary_us - 86400000000
     left join stored_latest s
         on s.entity_key = c.entity_key and s.boundary_us = c.boundary_us
-    where (s.boundary_us is null and (v.txn_count_7d <> coalesce(pv.txn_count_7d, 0) or v.txn_count_30d <> coalesce(pv.txn_count_30d, 0) or v.amount_sum_7d <> coalesce(pv.amount_sum_7d, 0) or v.amount_sum_30d <> coalesce(pv.amount_sum_30d, 0) or v.amount_mean_7d <> coalesce(pv.amount_mean_7d, 0) or v.amount_mean_30d <> coalesce(pv.amount_mean_30d, 0) or v.amount_max_7d <> coalesce(pv.amount_max_7d, 0) or v.amount_max_30d <> coalesce(pv.amount_max_30d, 0) or v.distinct_merchants_30d <> coalesce(pv.distinct_merchants_30d, 0) or v.distinct_countries_30d <> coalesce(pv.distinct_countries_30d, 0) or v.foreign_share_30d <> coalesce(pv.foreign_share_30d, 0) or v.card_not_present_share_30d <> coalesce(pv.card_not_present_share_30d, 0)))
-       or (s.boundary_us is not null and (v.txn_count_7d <> s.txn_count_7d or v.txn_count_30d <> s.txn_count_30d or v.amount_sum_7d <> s.amount_sum_7d or v.amount_sum_30d <> s.amount_sum_30d or v.amount_mean_7d <> s.amount_mean_7d or v.amount_mean_30d <> s.amount_mean_30d or v.amount_max_7d <> s.amount_max_7d or v.amount_max_30d <> s.amount_max_30d or v.distinct_merchants_30d <> s.distinct_merchants_30d or v.distinct_countries_30d <> s.distinct_countries_30d or v.foreign_share_30d <> s.foreign_share_30d or v.card_not_present_share_30d <> s.card_not_present_share_30d))
+    where (
+        s.boundary_us is null and (
+            v.txn_count_7d <> coalesce(pv.txn_count_7d, 0)
+            or v.txn_count_30d <> coalesce(pv.txn_count_30d, 0)
+            or v.amount_sum_7d <> coalesce(pv.amount_sum_7d, 0)
+            or v.amount_sum_30d <> coalesce(pv.amount_sum_30d, 0)
+            or v.amount_mean_7d <> coalesce(pv.amount_mean_7d, 0)
+            or v.amount_mean_30d <> coalesce(pv.amount_mean_30d, 0)
+            or v.amount_max_7d <> coalesce(pv.amount_max_7d, 0)
+            or v.amount_max_30d <> coalesce(pv.amount_max_30d, 0)
+            or v.distinct_merchants_30d <> coalesce(pv.distinct_merchants_30d, 0)
+            or v.distinct_countries_30d <> coalesce(pv.distinct_countries_30d, 0)
+            or v.foreign_share_30d <> coalesce(pv.foreign_share_30d, 0)
+            or v.card_not_present_share_30d <> coalesce(pv.card_not_present_share_30d, 0)
+        )
+    ) or (
+        s.boundary_us is not null and (
+            v.txn_count_7d <> s.txn_count_7d
+            or v.txn_count_30d <> s.txn_count_30d
+            or v.amount_sum_7d <> s.amount_sum_7d
+            or v.amount_sum_30d <> s.amount_sum_30d
+            or v.amount_mean_7d <> s.amount_mean_7d
+            or v.amount_mean_30d <> s.amount_mean_30d
+            or v.amount_max_7d <> s.amount_max_7d
+            or v.amount_max_30d <> s.amount_max_30d
+            or v.distinct_merchants_30d <> s.distinct_merchants_30d
+            or v.distinct_countries_30d <> s.distinct_countries_30d
+            or v.foreign_share_30d <> s.foreign_share_30d
+            or v.card_not_present_share_30d <> s.card_not_present_share_30d
+        )
+    )
 ),
 
 final as (
@@ -132,18 +272,18 @@ final as (
         r.entity_key as account_id,
         make_timestamptz(cast(r.boundary_us as bigint)) as event_timestamp,
         make_timestamptz(cast({{ watermark_us() }} as bigint)) as created_timestamp,
-    r.txn_count_7d,
-    r.txn_count_30d,
-    r.amount_sum_7d,
-    r.amount_sum_30d,
-    r.amount_mean_7d,
-    r.amount_mean_30d,
-    r.amount_max_7d,
-    r.amount_max_30d,
-    r.distinct_merchants_30d,
-    r.distinct_countries_30d,
-    r.foreign_share_30d,
-    r.card_not_present_share_30d
+        r.txn_count_7d,
+        r.txn_count_30d,
+        r.amount_sum_7d,
+        r.amount_sum_30d,
+        r.amount_mean_7d,
+        r.amount_mean_30d,
+        r.amount_max_7d,
+        r.amount_max_30d,
+        r.distinct_merchants_30d,
+        r.distinct_countries_30d,
+        r.foreign_share_30d,
+        r.card_not_present_share_30d
     from new_rows r
 )
 

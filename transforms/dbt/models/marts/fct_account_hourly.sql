@@ -9,7 +9,9 @@ previous_run as (
 ),
 
 arrivals as (
-    select t.account_id as entity_key, t.event_us + 1 as changed_us from {{ ref('int_transactions__deduped') }} t, previous_run p where t.ingested_us > p.previous_us and t.ingested_us <= {{ watermark_us() }}
+    select t.account_id as entity_key, t.event_us + 1 as changed_us
+    from {{ ref('int_transactions__deduped') }} t, previous_run p
+    where t.ingested_us > p.previous_us and t.ingested_us <= {{ watermark_us() }}
 ),
 
 recompute_from as (
@@ -30,15 +32,46 @@ horizon as (
 ),
 
 stored as (
-    {% if is_incremental() %}select account_id as entity_key, epoch_us(event_timestamp) as boundary_us, epoch_us(created_timestamp) as created_us, txn_count_1h, txn_count_24h, amount_sum_1h, amount_sum_24h, amount_max_1h, amount_max_24h, distinct_merchants_24h from {{ this }} cross join horizon h where epoch_us(created_timestamp) < {{ watermark_us() }} and epoch_us(event_timestamp) >= h.lo_us{% else %}select cast(null as varchar) as entity_key, cast(null as bigint) as boundary_us, cast(null as bigint) as created_us, cast(null as bigint) as txn_count_1h, cast(null as bigint) as txn_count_24h, cast(null as bigint) as amount_sum_1h, cast(null as bigint) as amount_sum_24h, cast(null as bigint) as amount_max_1h, cast(null as bigint) as amount_max_24h, cast(null as bigint) as distinct_merchants_24h from (select 1 as x) as one where 1 = 0{% endif %}
+    {% if is_incremental() %}
+    select
+        account_id as entity_key,
+        epoch_us(event_timestamp) as boundary_us,
+        epoch_us(created_timestamp) as created_us,
+        txn_count_1h,
+        txn_count_24h,
+        amount_sum_1h,
+        amount_sum_24h,
+        amount_max_1h,
+        amount_max_24h,
+        distinct_merchants_24h
+    from {{ this }}
+    cross join horizon h
+    where epoch_us(created_timestamp) < {{ watermark_us() }}
+      and epoch_us(event_timestamp) >= h.lo_us
+    {% else %}
+    select
+        cast(null as varchar) as entity_key,
+        cast(null as bigint) as boundary_us,
+        cast(null as bigint) as created_us,
+        cast(null as bigint) as txn_count_1h,
+        cast(null as bigint) as txn_count_24h,
+        cast(null as bigint) as amount_sum_1h,
+        cast(null as bigint) as amount_sum_24h,
+        cast(null as bigint) as amount_max_1h,
+        cast(null as bigint) as amount_max_24h,
+        cast(null as bigint) as distinct_merchants_24h
+    from (select 1 as x) as one
+    where 1 = 0
+    {% endif %}
 ),
 
 view_events as (
     select
         t.account_id as entity_key,
-        t.event_us, t.amount, t.merchant_id
+        t.event_us,
+        t.amount,
+        t.merchant_id
     from {{ ref('int_transactions__deduped') }} t
-    
     cross join horizon h
     where t.ingested_us <= {{ watermark_us() }}
       -- Older events lie outside every window of every recomputed boundary.
@@ -46,10 +79,17 @@ view_events as (
 ),
 
 event_boundaries as (
-    select entity_key, (((event_us) // 3600000000) + 1) * 3600000000 as boundary_us from view_events
-        union all select entity_key, (((event_us + 3600000000) // 3600000000) + 1) * 3600000000 from view_events
-        union all select entity_key, (((event_us + 86400000000) // 3600000000) + 1) * 3600000000 from view_events
-        union all select entity_key, boundary_us from stored
+    select entity_key, (((event_us) // 3600000000) + 1) * 3600000000 as boundary_us
+    from view_events
+    union all
+    select entity_key, (((event_us + 3600000000) // 3600000000) + 1) * 3600000000
+    from view_events
+    union all
+    select entity_key, (((event_us + 86400000000) // 3600000000) + 1) * 3600000000
+    from view_events
+    union all
+    select entity_key, boundary_us
+    from stored
 ),
 
 candidates as (
@@ -73,13 +113,27 @@ point_values as (
     select
         b.entity_key,
         b.boundary_us,
-        cast(sum(case when e.event_us >= b.boundary_us - 3600000000 then 1 else 0 end) as bigint) as txn_count_1h,
-        cast(sum(case when e.event_us >= b.boundary_us - 86400000000 then 1 else 0 end) as bigint) as txn_count_24h,
-        cast(coalesce(sum(case when e.event_us >= b.boundary_us - 3600000000 then e.amount end), 0) as bigint) as amount_sum_1h,
-        cast(coalesce(sum(case when e.event_us >= b.boundary_us - 86400000000 then e.amount end), 0) as bigint) as amount_sum_24h,
-        cast(coalesce(max(case when e.event_us >= b.boundary_us - 3600000000 then e.amount end), 0) as bigint) as amount_max_1h,
-        cast(coalesce(max(case when e.event_us >= b.boundary_us - 86400000000 then e.amount end), 0) as bigint) as amount_max_24h,
-        cast(count(distinct case when e.event_us >= b.boundary_us - 86400000000 then e.merchant_id end) as bigint) as distinct_merchants_24h
+        cast(sum(case
+            when e.event_us >= b.boundary_us - 3600000000
+            then 1 else 0 end) as bigint) as txn_count_1h,
+        cast(sum(case
+            when e.event_us >= b.boundary_us - 86400000000
+            then 1 else 0 end) as bigint) as txn_count_24h,
+        cast(coalesce(sum(case
+            when e.event_us >= b.boundary_us - 3600000000
+            then e.amount end), 0) as bigint) as amount_sum_1h,
+        cast(coalesce(sum(case
+            when e.event_us >= b.boundary_us - 86400000000
+            then e.amount end), 0) as bigint) as amount_sum_24h,
+        cast(coalesce(max(case
+            when e.event_us >= b.boundary_us - 3600000000
+            then e.amount end), 0) as bigint) as amount_max_1h,
+        cast(coalesce(max(case
+            when e.event_us >= b.boundary_us - 86400000000
+            then e.amount end), 0) as bigint) as amount_max_24h,
+        cast(count(distinct case
+            when e.event_us >= b.boundary_us - 86400000000
+            then e.merchant_id end) as bigint) as distinct_merchants_24h
     from points b
     left join view_events e
         on e.entity_key = b.entity_key
@@ -118,8 +172,27 @@ new_rows as (
         on pv.entity_key = c.entity_key and pv.boundary_us = c.boundary_us - 3600000000
     left join stored_latest s
         on s.entity_key = c.entity_key and s.boundary_us = c.boundary_us
-    where (s.boundary_us is null and (v.txn_count_1h <> coalesce(pv.txn_count_1h, 0) or v.txn_count_24h <> coalesce(pv.txn_count_24h, 0) or v.amount_sum_1h <> coalesce(pv.amount_sum_1h, 0) or v.amount_sum_24h <> coalesce(pv.amount_sum_24h, 0) or v.amount_max_1h <> coalesce(pv.amount_max_1h, 0) or v.amount_max_24h <> coalesce(pv.amount_max_24h, 0) or v.distinct_merchants_24h <> coalesce(pv.distinct_merchants_24h, 0)))
-       or (s.boundary_us is not null and (v.txn_count_1h <> s.txn_count_1h or v.txn_count_24h <> s.txn_count_24h or v.amount_sum_1h <> s.amount_sum_1h or v.amount_sum_24h <> s.amount_sum_24h or v.amount_max_1h <> s.amount_max_1h or v.amount_max_24h <> s.amount_max_24h or v.distinct_merchants_24h <> s.distinct_merchants_24h))
+    where (
+        s.boundary_us is null and (
+            v.txn_count_1h <> coalesce(pv.txn_count_1h, 0)
+            or v.txn_count_24h <> coalesce(pv.txn_count_24h, 0)
+            or v.amount_sum_1h <> coalesce(pv.amount_sum_1h, 0)
+            or v.amount_sum_24h <> coalesce(pv.amount_sum_24h, 0)
+            or v.amount_max_1h <> coalesce(pv.amount_max_1h, 0)
+            or v.amount_max_24h <> coalesce(pv.amount_max_24h, 0)
+            or v.distinct_merchants_24h <> coalesce(pv.distinct_merchants_24h, 0)
+        )
+    ) or (
+        s.boundary_us is not null and (
+            v.txn_count_1h <> s.txn_count_1h
+            or v.txn_count_24h <> s.txn_count_24h
+            or v.amount_sum_1h <> s.amount_sum_1h
+            or v.amount_sum_24h <> s.amount_sum_24h
+            or v.amount_max_1h <> s.amount_max_1h
+            or v.amount_max_24h <> s.amount_max_24h
+            or v.distinct_merchants_24h <> s.distinct_merchants_24h
+        )
+    )
 ),
 
 final as (
@@ -127,13 +200,13 @@ final as (
         r.entity_key as account_id,
         make_timestamptz(cast(r.boundary_us as bigint)) as event_timestamp,
         make_timestamptz(cast({{ watermark_us() }} as bigint)) as created_timestamp,
-    r.txn_count_1h,
-    r.txn_count_24h,
-    r.amount_sum_1h,
-    r.amount_sum_24h,
-    r.amount_max_1h,
-    r.amount_max_24h,
-    r.distinct_merchants_24h
+        r.txn_count_1h,
+        r.txn_count_24h,
+        r.amount_sum_1h,
+        r.amount_sum_24h,
+        r.amount_max_1h,
+        r.amount_max_24h,
+        r.distinct_merchants_24h
     from new_rows r
 )
 

@@ -9,7 +9,15 @@ previous_run as (
 ),
 
 arrivals as (
-    select t.merchant_id as entity_key, t.event_us + 1 as changed_us from {{ ref('int_transactions__deduped') }} t, previous_run p where t.ingested_us > p.previous_us and t.ingested_us <= {{ watermark_us() }} union all select t.merchant_id as entity_key, l.label_us as changed_us from {{ ref('int_fraud_labels__deduped') }} l join {{ ref('int_transactions__deduped') }} t on t.transaction_id = l.transaction_id, previous_run p where l.ingested_us > p.previous_us and l.ingested_us <= {{ watermark_us() }} and t.ingested_us <= {{ watermark_us() }}
+    select t.merchant_id as entity_key, t.event_us + 1 as changed_us
+    from {{ ref('int_transactions__deduped') }} t, previous_run p
+    where t.ingested_us > p.previous_us and t.ingested_us <= {{ watermark_us() }}
+    union all
+    select t.merchant_id as entity_key, l.label_us as changed_us
+    from {{ ref('int_fraud_labels__deduped') }} l
+    join {{ ref('int_transactions__deduped') }} t on t.transaction_id = l.transaction_id, previous_run p
+    where l.ingested_us > p.previous_us
+      and l.ingested_us <= {{ watermark_us() }} and t.ingested_us <= {{ watermark_us() }}
 ),
 
 recompute_from as (
@@ -30,15 +38,46 @@ horizon as (
 ),
 
 stored as (
-    {% if is_incremental() %}select merchant_id as entity_key, epoch_us(event_timestamp) as boundary_us, epoch_us(created_timestamp) as created_us, txn_count_7d, txn_count_30d, amount_sum_7d, chargeback_count_30d, chargeback_rate_30d from {{ this }} cross join horizon h where epoch_us(created_timestamp) < {{ watermark_us() }} and epoch_us(event_timestamp) >= h.lo_us{% else %}select cast(null as varchar) as entity_key, cast(null as bigint) as boundary_us, cast(null as bigint) as created_us, cast(null as bigint) as txn_count_7d, cast(null as bigint) as txn_count_30d, cast(null as bigint) as amount_sum_7d, cast(null as bigint) as chargeback_count_30d, cast(null as double) as chargeback_rate_30d from (select 1 as x) as one where 1 = 0{% endif %}
+    {% if is_incremental() %}
+    select
+        merchant_id as entity_key,
+        epoch_us(event_timestamp) as boundary_us,
+        epoch_us(created_timestamp) as created_us,
+        txn_count_7d,
+        txn_count_30d,
+        amount_sum_7d,
+        chargeback_count_30d,
+        chargeback_rate_30d
+    from {{ this }}
+    cross join horizon h
+    where epoch_us(created_timestamp) < {{ watermark_us() }}
+      and epoch_us(event_timestamp) >= h.lo_us
+    {% else %}
+    select
+        cast(null as varchar) as entity_key,
+        cast(null as bigint) as boundary_us,
+        cast(null as bigint) as created_us,
+        cast(null as bigint) as txn_count_7d,
+        cast(null as bigint) as txn_count_30d,
+        cast(null as bigint) as amount_sum_7d,
+        cast(null as bigint) as chargeback_count_30d,
+        cast(null as double) as chargeback_rate_30d
+    from (select 1 as x) as one
+    where 1 = 0
+    {% endif %}
 ),
 
 view_events as (
     select
         t.merchant_id as entity_key,
-        t.event_us, t.amount, l.is_fraud, l.label_us
+        t.event_us,
+        t.amount,
+        l.is_fraud,
+        l.label_us
     from {{ ref('int_transactions__deduped') }} t
-    left join (select * from {{ ref('int_fraud_labels__deduped') }} where ingested_us <= {{ watermark_us() }}) l on l.transaction_id = t.transaction_id
+    left join (
+        select * from {{ ref('int_fraud_labels__deduped') }} where ingested_us <= {{ watermark_us() }}
+    ) l on l.transaction_id = t.transaction_id
     cross join horizon h
     where t.ingested_us <= {{ watermark_us() }}
       -- Older events lie outside every window of every recomputed boundary.
@@ -46,11 +85,21 @@ view_events as (
 ),
 
 event_boundaries as (
-    select entity_key, (((event_us) // 86400000000) + 1) * 86400000000 as boundary_us from view_events
-        union all select entity_key, (((event_us + 604800000000) // 86400000000) + 1) * 86400000000 from view_events
-        union all select entity_key, (((event_us + 2592000000000) // 86400000000) + 1) * 86400000000 from view_events
-        union all select entity_key, ((label_us + 86399999999) // 86400000000) * 86400000000 from view_events where label_us is not null
-        union all select entity_key, boundary_us from stored
+    select entity_key, (((event_us) // 86400000000) + 1) * 86400000000 as boundary_us
+    from view_events
+    union all
+    select entity_key, (((event_us + 604800000000) // 86400000000) + 1) * 86400000000
+    from view_events
+    union all
+    select entity_key, (((event_us + 2592000000000) // 86400000000) + 1) * 86400000000
+    from view_events
+    union all
+    select entity_key, ((label_us + 86399999999) // 86400000000) * 86400000000
+    from view_events
+    where label_us is not null
+    union all
+    select entity_key, boundary_us
+    from stored
 ),
 
 candidates as (
@@ -74,11 +123,33 @@ point_values as (
     select
         b.entity_key,
         b.boundary_us,
-        cast(sum(case when e.event_us >= b.boundary_us - 604800000000 then 1 else 0 end) as bigint) as txn_count_7d,
-        cast(sum(case when e.event_us >= b.boundary_us - 2592000000000 then 1 else 0 end) as bigint) as txn_count_30d,
-        cast(coalesce(sum(case when e.event_us >= b.boundary_us - 604800000000 then e.amount end), 0) as bigint) as amount_sum_7d,
-        cast(sum(case when e.event_us >= b.boundary_us - 2592000000000 and e.is_fraud and e.label_us <= b.boundary_us then 1 else 0 end) as bigint) as chargeback_count_30d,
-        cast(case when sum(case when e.event_us >= b.boundary_us - 2592000000000 then 1 else 0 end) = 0 then 0.0 else cast(sum(case when e.event_us >= b.boundary_us - 2592000000000 and e.is_fraud and e.label_us <= b.boundary_us then 1 else 0 end) as double) / sum(case when e.event_us >= b.boundary_us - 2592000000000 then 1 else 0 end) end as double) as chargeback_rate_30d
+        cast(sum(case
+            when e.event_us >= b.boundary_us - 604800000000
+            then 1 else 0 end) as bigint) as txn_count_7d,
+        cast(sum(case
+            when e.event_us >= b.boundary_us - 2592000000000
+            then 1 else 0 end) as bigint) as txn_count_30d,
+        cast(coalesce(sum(case
+            when e.event_us >= b.boundary_us - 604800000000
+            then e.amount end), 0) as bigint) as amount_sum_7d,
+        cast(sum(case
+            when e.event_us >= b.boundary_us - 2592000000000
+                and e.is_fraud
+                and e.label_us <= b.boundary_us
+            then 1 else 0 end) as bigint) as chargeback_count_30d,
+        cast(case
+            when sum(case
+                when e.event_us >= b.boundary_us - 2592000000000
+                then 1 else 0 end) = 0 then 0.0
+            else cast(sum(case
+                when e.event_us >= b.boundary_us - 2592000000000
+                    and e.is_fraud
+                    and e.label_us <= b.boundary_us
+                then 1 else 0 end) as double)
+                / sum(case
+                    when e.event_us >= b.boundary_us - 2592000000000
+                    then 1 else 0 end)
+        end as double) as chargeback_rate_30d
     from points b
     left join view_events e
         on e.entity_key = b.entity_key
@@ -117,8 +188,23 @@ new_rows as (
         on pv.entity_key = c.entity_key and pv.boundary_us = c.boundary_us - 86400000000
     left join stored_latest s
         on s.entity_key = c.entity_key and s.boundary_us = c.boundary_us
-    where (s.boundary_us is null and (v.txn_count_7d <> coalesce(pv.txn_count_7d, 0) or v.txn_count_30d <> coalesce(pv.txn_count_30d, 0) or v.amount_sum_7d <> coalesce(pv.amount_sum_7d, 0) or v.chargeback_count_30d <> coalesce(pv.chargeback_count_30d, 0) or v.chargeback_rate_30d <> coalesce(pv.chargeback_rate_30d, 0)))
-       or (s.boundary_us is not null and (v.txn_count_7d <> s.txn_count_7d or v.txn_count_30d <> s.txn_count_30d or v.amount_sum_7d <> s.amount_sum_7d or v.chargeback_count_30d <> s.chargeback_count_30d or v.chargeback_rate_30d <> s.chargeback_rate_30d))
+    where (
+        s.boundary_us is null and (
+            v.txn_count_7d <> coalesce(pv.txn_count_7d, 0)
+            or v.txn_count_30d <> coalesce(pv.txn_count_30d, 0)
+            or v.amount_sum_7d <> coalesce(pv.amount_sum_7d, 0)
+            or v.chargeback_count_30d <> coalesce(pv.chargeback_count_30d, 0)
+            or v.chargeback_rate_30d <> coalesce(pv.chargeback_rate_30d, 0)
+        )
+    ) or (
+        s.boundary_us is not null and (
+            v.txn_count_7d <> s.txn_count_7d
+            or v.txn_count_30d <> s.txn_count_30d
+            or v.amount_sum_7d <> s.amount_sum_7d
+            or v.chargeback_count_30d <> s.chargeback_count_30d
+            or v.chargeback_rate_30d <> s.chargeback_rate_30d
+        )
+    )
 ),
 
 final as (
@@ -126,11 +212,11 @@ final as (
         r.entity_key as merchant_id,
         make_timestamptz(cast(r.boundary_us as bigint)) as event_timestamp,
         make_timestamptz(cast({{ watermark_us() }} as bigint)) as created_timestamp,
-    r.txn_count_7d,
-    r.txn_count_30d,
-    r.amount_sum_7d,
-    r.chargeback_count_30d,
-    r.chargeback_rate_30d
+        r.txn_count_7d,
+        r.txn_count_30d,
+        r.amount_sum_7d,
+        r.chargeback_count_30d,
+        r.chargeback_rate_30d
     from new_rows r
 )
 
