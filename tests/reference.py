@@ -3,12 +3,19 @@
 Slow on purpose and written for reading, not speed: it walks every boundary of
 the grid and recomputes every window from scratch. The tests compare the dbt
 and Spark engines against it; it shares no code with them except the spec.
+It also states the staging rules (docs/landing.md) for raw transaction rows:
+which are quarantined and why, and the instant a valid ``event_ts`` names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from pitstore.core.spec import FeatureView
 from pitstore.transform.render_sql import us
@@ -165,3 +172,117 @@ def run(
             previous = current
             boundary += c
     return appended
+
+
+# --- Staging: raw landing rows -> events or quarantine reasons ------------------
+
+_ISO = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(?:Z|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,  # \d is 0-9 only, as in RE2 and Java
+)
+_NAIVE = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?", re.ASCII)
+# The offsets real zones use: -12:00 (Etc/GMT+12) to +14:00 (Pacific/Kiritimati).
+OFFSET_MINUTES = (-12 * 60, 14 * 60)
+MAX_AMOUNT = 1e15
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def event_ts_us(raw: str | None) -> int | str:
+    """The instant a landing ``event_ts`` names (microseconds), or why it is quarantined."""
+    if raw is None:
+        return "null event_ts"
+    if _NAIVE.fullmatch(raw):
+        return "naive event_ts (no UTC offset)"
+    m = _ISO.fullmatch(raw)
+    if m is None:
+        return "unparseable event_ts"
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    fraction = int((m[7] or "").ljust(6, "0"))
+    offset = 0
+    if m[8] is not None:
+        hh, mm = int(m[9]), int(m[10])
+        offset = (hh * 60 + mm) * (-1 if m[8] == "-" else 1)
+        if mm > 59 or not OFFSET_MINUTES[0] <= offset <= OFFSET_MINUTES[1]:
+            return "event_ts offset out of range"
+    try:
+        days = (date(year, month, day) - date(1970, 1, 1)).days
+    except ValueError:
+        return "unparseable event_ts"
+    # ISO 8601's end of day, 24:00:00, is the next midnight; nothing else past 23:59:59.
+    if not (
+        (hour < 24 and minute < 60 and second < 60)
+        or (hour, minute, second, fraction) == (24, 0, 0, 0)
+    ):
+        return "unparseable event_ts"
+    local = ((days * 24 + hour) * 60 + minute) * 60 + second
+    return (local - offset * 60) * 1_000_000 + fraction
+
+
+def _us(t: datetime) -> int:
+    return (t - _EPOCH) // timedelta(microseconds=1)
+
+
+def quarantine_reason(row: Mapping[str, Any]) -> str | None:
+    """Why a raw transaction row is quarantined (the first rule it breaks), or None."""
+    for column in ("transaction_id", "account_id", "merchant_id", "ingested_at", "amount"):
+        if row[column] is None:
+            return f"null {column}"
+    amount = row["amount"]
+    assert isinstance(amount, float)
+    if math.isnan(amount) or math.isinf(amount):
+        return "amount is NaN or infinite"
+    if amount < 0:
+        return "negative amount"
+    if amount != math.floor(amount):
+        return "amount is not in whole minor units"
+    if amount > MAX_AMOUNT:
+        return "amount out of range"
+    event_us = event_ts_us(row["event_ts"])
+    if isinstance(event_us, str):
+        return event_us
+    ingested = row["ingested_at"]
+    assert isinstance(ingested, datetime)
+    if event_us > _us(ingested):
+        return "event_ts after ingested_at"
+    return None
+
+
+LandedRow = tuple[int, int, Mapping[str, Any]]  # (ingested_us, source_order, raw row)
+
+
+def landed_events(rows: Iterable[LandedRow]) -> list[Event]:
+    """The events the staging keeps from raw transaction rows, with the instants they name."""
+    events = []
+    for ingested_us, order, row in rows:
+        if quarantine_reason(row) is not None:
+            continue
+        event_us = event_ts_us(row["event_ts"])
+        assert isinstance(event_us, int) and _us(row["ingested_at"]) == ingested_us
+        events.append(
+            Event(
+                str(row["transaction_id"]),
+                str(row["account_id"]),
+                str(row["merchant_id"]),
+                int(row["amount"]),
+                str(row["country"]),
+                str(row["channel"]),
+                event_us,
+                ingested_us,
+                order,
+            )
+        )
+    return events
+
+
+def quarantined_new(
+    rows: Iterable[LandedRow], watermark_us: int, previous_us: int | None
+) -> dict[str, int]:
+    """Quarantined rows per reason that run W sees and the previous run did not."""
+    new = Counter(
+        reason
+        for ingested_us, _, row in rows
+        if (reason := quarantine_reason(row)) is not None
+        and ingested_us <= watermark_us
+        and (previous_us is None or ingested_us > previous_us)
+    )
+    return dict(new)

@@ -6,12 +6,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from landing_factory import write_events
+from landing_factory import TX_SCHEMA, tx_row, write_events
 from spine_helpers import DAY, HOUR, START, offline_rows, random_events
 
 from pitstore.core.config import Settings
 from pitstore.core.spec import ACCOUNT_HOURLY, FEATURE_VIEWS
-from pitstore.core.timeutil import to_us
+from pitstore.core.timeutil import from_us, to_us
 from pitstore.transform.dbt_engine import transform_dbt
 from tests import reference
 from tests.reference import Event
@@ -168,3 +168,45 @@ def test_crashed_run_never_counts_as_previous(
         first = reference.run(view, events, labels, to_us(w1), [])
         third = reference.run(view, events, labels, to_us(w3), first)
         assert offline_rows(settings.offline, view) == sorted(first + third), view.name
+
+
+def written_in(micros: int, offset: str) -> str:
+    """``micros`` as local time in ``offset``, the offset read as ``sign * (HH * 60 + MM)``
+    minutes (how DuckDB alone reads +99:99: it would land the event 4 days early)."""
+    minutes = (-1 if offset[0] == "-" else 1) * (int(offset[1:3]) * 60 + int(offset[4:6]))
+    local = from_us(micros).replace(tzinfo=None) + timedelta(minutes=minutes)
+    return local.strftime("%Y-%m-%dT%H:%M:%S") + offset
+
+
+def test_offsets_no_zone_uses_are_quarantined_not_shifted(settings: Settings) -> None:
+    """Offsets within -12:00..+14:00 with minutes 00-59 name an instant; any other
+    row is quarantined with its reason. The oracle reads the same raw strings."""
+    import pyarrow as pa
+
+    from pitstore.landing.zone import write_landing
+    from pitstore.synth.generate import GeneratorParams, LandingBatch
+
+    valid = ["+00:00", "+14:00", "-12:00", "-00:00", "+05:45", "-09:30"]
+    broken = ["+99:99", "+01:60", "-30:00", "+14:01", "-12:01", "+00:60", "+18:00"]
+    t = to_us(START) + 10 * HOUR
+    ingested = t + 3 * HOUR
+    rows = []
+    for i, offset in enumerate(valid + broken):
+        e = Event(f"o{i}", f"A{i % 3}", "M1", 100 + i, "GB", "pos", t + i * 600_000_000, ingested)
+        rows.append((ingested, i, tx_row(e, written_in(e.event_us, offset))))
+    assert rows[6][2]["event_ts"] == "2026-03-31T15:39:00+99:99"  # the event: 03-27 11:00Z
+    params = GeneratorParams(accounts=1, merchants=1, days=2, seed=0, start=START, bad_rate=0)
+    day = from_us(ingested).date().isoformat()
+    table = pa.Table.from_pylist([r for _, _, r in rows], schema=TX_SCHEMA)
+    batch = LandingBatch(params=params, tables={("transactions", day, 0): table})
+    write_landing(batch, settings.landing)
+
+    events = reference.landed_events(rows)
+    assert [e.transaction_id for e in events] == [f"o{i}" for i in range(len(valid))]
+    w = START + timedelta(days=2)
+    summary = transform_dbt(settings, w)
+    expected_bad = reference.quarantined_new(rows, to_us(w), None)
+    assert summary.quarantined_new == expected_bad == {"event_ts offset out of range": len(broken)}
+    for view in FEATURE_VIEWS:
+        expected = sorted(reference.run(view, events, [], to_us(w), []))
+        assert offline_rows(settings.offline, view, w) == expected, view.name

@@ -5,8 +5,9 @@ semantics are about (same-timestamp ties, events exactly on and one microsecond
 off window boundaries, late events across watermarks, duplicates that differ,
 empty windows, restatements, labels known late, extreme amounts, event_ts
 written in DST and odd offsets, ``T24:00:00``), plus junk rows every engine must
-quarantine. Each example runs both engines over several watermarks and checks
-every run's rows against ``pitstore.reference``.
+quarantine (offsets no zone uses among them). Each example runs both engines over
+several watermarks and checks every run's rows and quarantine counts against
+``tests/reference.py``, which reads the raw rows itself.
 
 Each example costs a few dbt runs (~3 s each) and Spark runs (~10 s each on
 2 cores), so an example carries many entities, and the example count is modest:
@@ -52,10 +53,13 @@ START_US = to_us(START)
 END_US = START_US + DAYS * D  # the landing zone's complete_through
 EXAMPLES = int(os.environ.get("PITSTORE_SPARK_EXAMPLES", "2"))
 
-# Offsets (minutes) source systems write event_ts in: UTC, both sides of the EU
-# and US DST changes, half and three-quarter hours, the extremes, and offsets
-# DuckDB accepts although no zone uses them (+18:30, +99:99 = 100 h 39 min).
-OFFSETS = [0, 60, 120, -300, -240, 330, 345, -570, 840, -720, 18 * 60 + 30, 99 * 60 + 99]
+# Offsets source systems write event_ts in: UTC, both sides of the EU and US DST
+# changes, half and three-quarter hours, the extremes real zones use (-12:00 and
+# +14:00), and offsets no zone uses, which every engine must quarantine rather than
+# shift (DuckDB alone would read +99:99 as 100 h 39 min and land the event 4 days early).
+OFFSETS = ["Z", "+01:00", "+02:00", "-05:00", "-04:00", "+05:30", "+05:45", "-09:30"]
+OFFSETS += ["+14:00", "-12:00", "-00:00"]
+BAD_OFFSETS = ["+18:30", "+99:99", "+01:60", "-30:00", "+14:01", "-12:01", "+00:99"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -82,24 +86,25 @@ def small_data_conf(spark: Any) -> Iterator[None]:
 # --- Landing zones with hand-written raw strings -------------------------------
 
 
-def render_ts(micros: int, offset_minutes: int, midnight_as_24: bool = False) -> str:
-    """The instant as a source system in ``offset_minutes`` writes it: ``+HH:MM`` with
-    ``HH = offset // 60`` and ``MM = offset % 60`` (so 99*60+99 renders as ``+100:39``,
-    which no regex admits; such offsets are written as ``+99:99`` below)."""
-    sign = "-" if offset_minutes < 0 else "+"
-    mag = abs(offset_minutes)
-    hh, mm = (99, 99) if mag == 99 * 60 + 99 else divmod(mag, 60)
-    local = from_us(micros).replace(tzinfo=None) + timedelta(
-        minutes=offset_minutes if sign == "+" else -mag
-    )
+def offset_minutes(offset: str) -> int:
+    """``Z`` or ``+HH:MM`` in minutes, read leniently: ``+99:99`` is 99 * 60 + 99."""
+    if offset == "Z":
+        return 0
+    return (-1 if offset[0] == "-" else 1) * (int(offset[1:3]) * 60 + int(offset[4:6]))
+
+
+def render_ts(micros: int, offset: str = "Z", midnight_as_24: bool = False) -> str:
+    """The instant as a source system in ``offset`` writes it (local time = UTC + the
+    offset read leniently, so a bad offset names the instant a lenient parser would
+    land it on). Midnight as ``T24:00:00`` of the day before writes ``Z`` as ``+00:00``."""
+    local = from_us(micros).replace(tzinfo=None) + timedelta(minutes=offset_minutes(offset))
     frac = local.microsecond
     text = local.strftime("%Y-%m-%dT%H:%M:%S")
     if midnight_as_24 and local.time() == datetime.min.time():
         text = (local - timedelta(days=1)).strftime("%Y-%m-%dT24:00:00")
     elif frac:
         text += "." + f"{frac:06d}".rstrip("0")
-    suffix = "Z" if offset_minutes == 0 and not midnight_as_24 else f"{sign}{hh:02d}:{mm:02d}"
-    return text + suffix
+    return text + ("+00:00" if offset == "Z" and midnight_as_24 else offset)
 
 
 def land(root: Path, rows: list[tuple[int, int, dict[str, Any]]], labels: list[Label]) -> None:
@@ -129,7 +134,7 @@ def junk_rows(n: int) -> list[tuple[int, int, dict[str, Any]]]:
     """Rows every engine must quarantine, with the same reason."""
     ing = START_US + 2 * H
     base = Event(f"junk{n}", "J1", "M0", 100, "GB", "pos", START_US + H, ing)
-    ok_ts = render_ts(base.event_us, 0)
+    ok_ts = render_ts(base.event_us)
     cases: list[dict[str, Any]] = [
         tx_row(base, ok_ts, transaction_id=None),
         tx_row(base, ok_ts, account_id=None),
@@ -152,7 +157,11 @@ def junk_rows(n: int) -> list[tuple[int, int, dict[str, Any]]]:
         tx_row(base, "2026-01-05T01:00:00Z\n"),  # trailing newline
         tx_row(base, "2026-01-05T01:00:00+0100"),
         tx_row(base, "yesterday"),
-        tx_row(base, render_ts(ing + 1, 0)),  # event after ingestion
+        tx_row(base, render_ts(ing + 1)),  # event after ingestion
+        *(tx_row(base, render_ts(base.event_us, off)) for off in BAD_OFFSETS),
+        tx_row(base, "2026-02-30T01:00:00+99:99"),  # the offset is named first
+        tx_row(base, "2026-01-05T01:00:00+1:00"),  # HH is two digits
+        tx_row(base, "2026-01-05T01:00:00-00:00", amount=-1.0),  # the amount first
     ]
     return [
         (ing, 10_000 + i, {**row, "transaction_id": row["transaction_id"] and f"junk{n}-{i}"})
@@ -175,7 +184,7 @@ def instants(draw: st.DrawFn) -> int:
 @st.composite
 def scenario(
     draw: st.DrawFn,
-) -> tuple[list[tuple[int, int, dict[str, Any]]], list[Event], list[Label], list[int]]:
+) -> tuple[list[tuple[int, int, dict[str, Any]]], list[Label], list[int]]:
     n_accounts = draw(st.integers(4, 10))
     watermarks = sorted(
         set(
@@ -186,7 +195,6 @@ def scenario(
         | {END_US}
     )
     rows: list[tuple[int, int, dict[str, Any]]] = []
-    events: list[Event] = []
     labels: list[Label] = []
     order = 0
     for a in range(n_accounts):
@@ -210,10 +218,9 @@ def scenario(
                 source_order=order,
             )
             order += 1
-            offset = draw(st.sampled_from(OFFSETS))
+            offset = draw(st.sampled_from(OFFSETS + BAD_OFFSETS))
             as24 = draw(st.booleans())
             rows.append((ingested, e.source_order, tx_row(e, render_ts(event_us, offset, as24))))
-            events.append(e)
             # A duplicate delivery, maybe at the same instant, maybe with other content:
             # only the first copy (ingested_us, file, row) may count.
             if draw(st.integers(0, 3)) == 0:
@@ -230,11 +237,11 @@ def scenario(
                     order,
                 )
                 order += 1
-                rows.append((dup_ing, dup.source_order, tx_row(dup, render_ts(event_us, 60))))
-                events.append(dup)
+                dup_ts = render_ts(event_us, draw(st.sampled_from(OFFSETS + BAD_OFFSETS)))
+                rows.append((dup_ing, dup.source_order, tx_row(dup, dup_ts)))
             # A first copy that is junk: the valid copy after it wins.
             if draw(st.integers(0, 7)) == 0:
-                rows.append((ingested, -1, tx_row(e, render_ts(event_us, 0), amount=-1.0)))
+                rows.append((ingested, -1, tx_row(e, render_ts(event_us), amount=-1.0)))
             if draw(st.integers(0, 2)) == 0:
                 label_us = min(END_US, event_us + draw(st.sampled_from([0, H, D, 2 * D])))
                 label_ing = min(END_US, label_us + draw(st.sampled_from([0, 1, D])))
@@ -251,7 +258,7 @@ def scenario(
                             len(labels),
                         )
                     )
-    return rows + junk_rows(0), events, labels, watermarks
+    return rows + junk_rows(0), labels, watermarks
 
 
 # --- Running and reading ----------------------------------------------------------
@@ -280,16 +287,20 @@ def same_rows(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
 def engines_and_oracle(
     spark: Any,
     root: Path,
-    events: list[Event],
+    rows: list[tuple[int, int, dict[str, Any]]],
     labels: list[Label],
     watermarks: list[int],
     rerun_spark: bool = False,
 ) -> None:
+    """Both engines over the landed ``rows``, run by run, against the oracle, which
+    reads the same raw rows (its own staging rules: reference.landed_events)."""
+    events = reference.landed_events(rows)
     landing = root / "landing"
     homes = {n: root / n for n in ("dbt", "spark")}
     dbt_settings = EngineSettings(pitstore_home=homes["dbt"], landing_dir=landing)
     layout = Layout(str(landing), str(homes["spark"] / "offline"), str(homes["spark"] / "runs"))
     stored: dict[str, list[tuple[Any, ...]]] = {v.name: [] for v in FEATURE_VIEWS}
+    previous = None
     for w_us in watermarks:
         w = from_us(w_us)
         dbt_summary = transform_dbt(dbt_settings, w)
@@ -298,6 +309,8 @@ def engines_and_oracle(
         assert spark_summary.rows_restated == dbt_summary.rows_restated
         assert spark_summary.rows_total == dbt_summary.rows_total
         assert spark_summary.quarantined_new == dbt_summary.quarantined_new
+        assert dbt_summary.quarantined_new == reference.quarantined_new(rows, w_us, previous)
+        previous = w_us
         for view in FEATURE_VIEWS:
             expected = sorted(reference.run(view, events, labels, w_us, stored[view.name]), key=str)
             stored[view.name] += expected
@@ -325,11 +338,11 @@ def engines_and_oracle(
 )
 @given(scenario())
 def test_engines_agree_with_each_other_and_the_oracle(spark: Any, case: Any) -> None:
-    rows, events, labels, watermarks = case
+    rows, labels, watermarks = case
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         land(root / "landing", rows, labels)
-        engines_and_oracle(spark, root, events, labels, watermarks)
+        engines_and_oracle(spark, root, rows, labels, watermarks)
 
 
 def test_fixed_edges_and_idempotent_rerun(spark: Any, tmp_path: Path) -> None:
@@ -340,28 +353,34 @@ def test_fixed_edges_and_idempotent_rerun(spark: Any, tmp_path: Path) -> None:
     e2 = Event("e2", "A", "M", 1000, "GB", "pos", t + 40 * m, t + 41 * m, 1)
     e1_again = Event("e1", "A", "M", 500, "GB", "pos", t + 15 * m, t + 2 * H, 2)
     e3 = Event("e3", "A", "M", 200, "GB", "pos", t + 50 * m, t + 3 * H + 5 * m, 3)
-    # B: events at local midnight written as T24:00:00 of the day before, in +99:99,
-    # exactly on boundaries, and a zero amount.
+    # B: events at local midnight written as T24:00:00 of the day before, in the
+    # extreme offsets (+14:00, -12:00), exactly on boundaries, and a zero amount;
+    # b4 in +99:99, which no zone uses, is quarantined (its label finds no event).
     b1 = Event("b1", "B", "M", 0, "FR", "ecom", START_US + D, START_US + D + 1, 4)
     b2 = Event("b2", "B", "M", 7, "FR", "ecom", START_US + D + H, START_US + D + H, 5)
     b3 = Event("b3", "B", "M", 10**15, "GB", "pos", START_US + D + H - 1, START_US + 2 * D, 6)
+    b4 = Event("b4", "B", "M", 9, "FR", "ecom", START_US + D + H, START_US + D + H, 7)
     rows = [
-        (e1.ingested_us, 0, tx_row(e1, render_ts(e1.event_us, 60))),
-        (e2.ingested_us, 1, tx_row(e2, render_ts(e2.event_us, -300))),
-        (e1_again.ingested_us, 2, tx_row(e1_again, render_ts(e1.event_us, 0))),
-        (e3.ingested_us, 3, tx_row(e3, render_ts(e3.event_us, 345))),
-        (b1.ingested_us, 4, tx_row(b1, render_ts(b1.event_us, 0, midnight_as_24=True))),
-        (b2.ingested_us, 5, tx_row(b2, render_ts(b2.event_us, 99 * 60 + 99))),
-        (b3.ingested_us, 6, tx_row(b3, render_ts(b3.event_us, -720))),
+        (e1.ingested_us, 0, tx_row(e1, render_ts(e1.event_us, "+01:00"))),
+        (e2.ingested_us, 1, tx_row(e2, render_ts(e2.event_us, "-05:00"))),
+        (e1_again.ingested_us, 2, tx_row(e1_again, render_ts(e1.event_us))),
+        (e3.ingested_us, 3, tx_row(e3, render_ts(e3.event_us, "+05:45"))),
+        (b1.ingested_us, 4, tx_row(b1, render_ts(b1.event_us, midnight_as_24=True))),
+        (b2.ingested_us, 5, tx_row(b2, render_ts(b2.event_us, "+14:00"))),
+        (b3.ingested_us, 6, tx_row(b3, render_ts(b3.event_us, "-12:00"))),
+        (b4.ingested_us, 7, tx_row(b4, render_ts(b4.event_us, "+99:99"))),
         *junk_rows(1),
     ]
-    labels = [Label("b2", True, START_US + 2 * D, START_US + 2 * D + H, 0)]
+    labels = [
+        Label("b2", True, START_US + 2 * D, START_US + 2 * D + H, 0),
+        Label("b4", True, START_US + 2 * D, START_US + 2 * D + H, 1),
+    ]
     assert rows[4][2]["event_ts"] == "2026-01-05T24:00:00+00:00"
-    assert rows[5][2]["event_ts"].endswith("+99:99")
+    assert rows[7][2]["event_ts"] == "2026-01-10T05:39:00+99:99"  # 4 days after the event
     land(tmp_path / "landing", rows, labels)
-    events = [e1, e2, e1_again, e3, b1, b2, b3]
+    assert reference.landed_events(rows) == [e1, e2, e1_again, e3, b1, b2, b3]
     watermarks = [t + 2 * H, t + 4 * H, END_US]
-    engines_and_oracle(spark, tmp_path, events, labels, watermarks, rerun_spark=True)
+    engines_and_oracle(spark, tmp_path, rows, labels, watermarks, rerun_spark=True)
     # DESIGN's worked example, literally: the 14:00 run restates T=11:00.
     hourly = run_rows(tmp_path / "spark" / "offline", "account_hourly", t + 4 * H)
     assert (
@@ -382,7 +401,7 @@ def test_run_order_and_full_refresh(spark: Any, tmp_path: Path) -> None:
     from pitstore.transform.dbt_engine import TransformError
 
     e = Event("x", "A", "M", 5, "GB", "pos", START_US + H, START_US + 2 * H, 0)
-    land(tmp_path / "landing", [(e.ingested_us, 0, tx_row(e, render_ts(e.event_us, 0)))], [])
+    land(tmp_path / "landing", [(e.ingested_us, 0, tx_row(e, render_ts(e.event_us)))], [])
     offline = tmp_path / "s" / "offline"
     layout = Layout(str(tmp_path / "landing"), str(offline), str(tmp_path / "s" / "runs"))
     run_job(spark, layout, from_us(START_US + 2 * D))
@@ -407,9 +426,15 @@ def test_cli_settings_type() -> None:
 
 def test_render_ts_examples() -> None:
     us = to_us(datetime(2026, 3, 29, 1, 30, tzinfo=UTC))
-    assert render_ts(us, 60) == "2026-03-29T02:30:00+01:00"
-    assert render_ts(us, 120) == "2026-03-29T03:30:00+02:00"
-    assert render_ts(us + 500_000, -300) == "2026-03-28T20:30:00.5-05:00"
+    assert render_ts(us, "+01:00") == "2026-03-29T02:30:00+01:00"
+    assert render_ts(us, "+02:00") == "2026-03-29T03:30:00+02:00"
+    assert render_ts(us + 500_000, "-05:00") == "2026-03-28T20:30:00.5-05:00"
+    assert render_ts(us) == "2026-03-29T01:30:00Z"
+    # The oracle reads valid offsets back to the instant, and quarantines the rest.
+    for offset in OFFSETS:
+        assert reference.event_ts_us(render_ts(us + 500_000, offset)) == us + 500_000, offset
+    for offset in BAD_OFFSETS:
+        assert reference.event_ts_us(render_ts(us, offset)) == "event_ts offset out of range"
     assert datetime.fromisoformat("2026-03-29T03:30:00+02:00") == datetime(
         2026, 3, 29, 1, 30, tzinfo=UTC
     )
@@ -425,8 +450,8 @@ def test_crashed_run_leaves_state_a_later_run_ignores(
     e1 = Event("e1", "A", "M", 500, "GB", "pos", START_US + H, START_US + H + 1, 0)
     dup = Event("e1", "A", "M", 900, "GB", "pos", START_US + H, START_US + D + 2 * H, 1)
     late = Event("e2", "A", "M", 70, "GB", "pos", START_US + 3 * H, START_US + 2 * D + H, 2)
-    rows = [(e.ingested_us, e.source_order, tx_row(e, render_ts(e.event_us, 0))) for e in (e1, dup)]
-    rows += [(late.ingested_us, 2, tx_row(late, render_ts(late.event_us, 60))), *junk_rows(1)]
+    rows = [(e.ingested_us, e.source_order, tx_row(e, render_ts(e.event_us))) for e in (e1, dup)]
+    rows += [(late.ingested_us, 2, tx_row(late, render_ts(late.event_us, "+01:00"))), *junk_rows(1)]
     land(tmp_path / "landing", rows, [Label("e1", True, START_US + D, START_US + 2 * D, 0)])
     w1, w2, w3 = (from_us(START_US + k * D) for k in (1, 2, 3))
 

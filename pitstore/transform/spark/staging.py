@@ -10,11 +10,13 @@ than a translation:
   newline. The patterns are wrapped as ``^(?:...)\\z``.
 * ``try_cast(event_ts as timestamptz)`` in DuckDB is more lenient than Spark's
   timestamp cast on strings that pass the offset regex: it accepts the time
-  ``24:00:00`` (with a zero fraction) as the next midnight, and any ``+HH:MM``
-  offset up to ``99:99`` as ``HH * 60 + MM`` minutes. Spark rejects both, so the
-  instant is computed here from the string's fields with DuckDB's rules (date
-  valid in the proleptic Gregorian calendar; hour < 24, minute < 60, second < 60,
-  or exactly 24:00:00). ``tests/test_spark_engine.py`` pins these cases.
+  ``24:00:00`` (with a zero fraction) as the next midnight, which Spark rejects,
+  so the instant is computed here from the string's fields with DuckDB's rules
+  (date valid in the proleptic Gregorian calendar; hour < 24, minute < 60,
+  second < 60, or exactly 24:00:00). Offsets are checked before either engine
+  converts anything (the dbt macro ``utc_offset_in_range``): -12:00 to +14:00,
+  minutes 00-59, else the row is quarantined. ``tests/test_spark_engine.py``
+  pins these cases.
 * ``raw_amount <> floor(raw_amount)``: Spark's ``floor`` returns a bigint and
   overflows (ANSI mode raises) above 2^63, where DuckDB's stays a double.
   ``raw_amount % 1 <> 0`` is the same test on finite doubles.
@@ -34,6 +36,11 @@ def full_match(column: str, pattern: str) -> str:
     assert "'" not in pattern
     return f"({column} rlike r'^(?:{pattern})\\z')"
 
+
+# The UTC offsets real zones use, in minutes: -12:00 (Etc/GMT+12) to +14:00
+# (Pacific/Kiritimati). The dbt macro utc_offset_in_range states the same bounds.
+MIN_OFFSET_MINUTES = -12 * 60
+MAX_OFFSET_MINUTES = 14 * 60
 
 # Microseconds since the epoch of an ISO string that passed ISO_WITH_OFFSET,
 # DuckDB's way; null where DuckDB's try_cast gives null.
@@ -72,8 +79,19 @@ fields as (
             else (case when substr(event_ts, -6, 1) = '-' then -1 else 1 end)
                  * (try_cast(substr(event_ts, -5, 2) as bigint) * 60
                     + try_cast(substr(event_ts, -2, 2) as bigint))
-        end as p_offset_minutes
+        end as p_offset_minutes,
+        try_cast(substr(event_ts, -2, 2) as bigint) as p_offset_mm
     from source
+),
+
+offsets as (
+    select
+        *,
+        (substr(event_ts, -1, 1) = 'Z'
+         or (p_offset_mm < 60
+             and p_offset_minutes between {MIN_OFFSET_MINUTES} and {MAX_OFFSET_MINUTES}))
+            as p_offset_in_range
+    from fields
 ),
 
 parsed as (
@@ -91,10 +109,11 @@ parsed as (
         country,
         device_id,
         event_ts as raw_event_ts,
-        case when p_iso then {_EVENT_US} end as event_us,
+        case when p_iso then p_offset_in_range end as offset_in_range,
+        case when p_iso and p_offset_in_range then {_EVENT_US} end as event_us,
         ingested_at,
         unix_micros(ingested_at) as ingested_us
-    from fields
+    from offsets
 ),
 
 validated as (
@@ -113,6 +132,7 @@ validated as (
             when raw_amount > 1e15 then 'amount out of range'
             when raw_event_ts is null then 'null event_ts'
             when {full_match("raw_event_ts", ISO_NAIVE)} then 'naive event_ts (no UTC offset)'
+            when not offset_in_range then 'event_ts offset out of range'
             when event_us is null then 'unparseable event_ts'
             when event_us > ingested_us then 'event_ts after ingested_at'
         end as quarantine_reason

@@ -1,20 +1,21 @@
 """One feature view's run in Spark: its rendered SQL, executed step by step, and its file.
 
-The SQL is ``render_view_sql(view, rel, SPARK)``, the same CTE chain as the dbt
-marts. Spark inlines a CTE at every reference and analyses each copy again; on
-this chain (view_events, candidates, point_values... each read two or three
-times) planning alone took most of an incremental run, and shared CTEs were
-computed once per reference. So the chain runs one CTE at a time, each as a
-temp view; a CTE read more than once downstream is checkpointed (computed once,
-lineage cut), which keeps every plan small. The semantics are the SQL's.
+The SQL is ``render_view(view, rel, SPARK)``: the same steps as the dbt marts,
+which join them into one ``with`` statement. Spark inlines a CTE at every
+reference and analyses each copy again; on this chain (view_events, candidates,
+point_values... each read two or three times) planning alone took most of an
+incremental run, and shared CTEs were computed once per reference. So the chain
+runs one step at a time, each as a temp view under the name the renderer gave it
+(no SQL text is parsed here); a step read more than once downstream is
+checkpointed (computed once, lineage cut), which keeps every plan small. The
+semantics are the SQL's.
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
-from pitstore.transform.render_sql import SPARK, Relations, render_view_sql, split_ctes, sql_type
+from pitstore.transform.render_sql import SPARK, Relations, RenderedView, render_view, sql_type
 from pitstore.transform.spark.dedupe import single_part
 from pitstore.transform.spark.storage import Store, join
 
@@ -30,25 +31,16 @@ def run_files(store: Store, view_dir: str) -> list[str]:
     ]
 
 
-def stepwise(spark: SparkSession, sql: str, prefix: str) -> DataFrame:
-    """Run a rendered CTE chain one CTE at a time (temp views named ``prefix + cte``)."""
-    ctes, final = split_ctes(sql)
-    names = [name for name, _ in ctes]
-    pattern = re.compile(r"\b(" + "|".join(names) + r")\b")
-
-    def rename(text: str) -> str:
-        return pattern.sub(lambda m: prefix + m.group(1), text)
-
-    later = [body for _, body in ctes[1:]] + [final]
-    for i, (name, body) in enumerate(ctes):
-        df = spark.sql(rename(body))
-        uses = sum(len(re.findall(rf"\b{name}\b", text)) for text in later[i:])
-        # A literal (previous_run) costs nothing to inline; anything read twice
-        # or more is computed once.
-        if uses > 1 and re.search(r"\bfrom\b", body):
+def stepwise(spark: SparkSession, rendered: RenderedView) -> DataFrame:
+    """Run a rendered chain one step at a time, each registered as a temp view."""
+    for cte in rendered.ctes:
+        df = spark.sql(cte.sql)
+        # A literal row (previous_run) costs nothing to inline; anything read
+        # twice or more is computed once.
+        if rendered.uses(cte.name) > 1 and not cte.constant:
             df = df.localCheckpoint()
-        df.createOrReplaceTempView(prefix + name)
-    return spark.sql(rename(final))
+        df.createOrReplaceTempView(cte.name)
+    return spark.sql(rendered.final)
 
 
 def run_schema(view: Any) -> Any:
@@ -92,7 +84,7 @@ def run_view(
         horizon_us=None if horizon_us is None else str(horizon_us),
     )
     prefix = f"pit_{view.name}__"
-    rows = stepwise(spark, render_view_sql(view, rel, SPARK), prefix)
+    rows = stepwise(spark, render_view(view, rel, SPARK, qualify=lambda step: prefix + step))
     # Every column nullable, as dbt writes them, whatever Spark proved about this plan
     # (a union's nullability is its inputs'): one schema for every run file.
     rows = rows.unionByName(spark.createDataFrame([], run_schema(view)))

@@ -30,10 +30,18 @@ parsed as (
         device_id,
         event_ts as raw_event_ts,
         -- Only an explicit offset makes a time unambiguous; naive strings are
-        -- rejected below rather than guessed in some local zone.
+        -- rejected below rather than guessed in some local zone, and so are
+        -- offsets no zone uses (DuckDB would read +99:99 as 100 h 39 min).
         case
             when regexp_full_match(event_ts, {{ iso_with_offset_regex() }})
-                then try_cast(event_ts as timestamptz)
+                then {{ utc_offset_in_range('event_ts') }}
+        end as offset_in_range,
+        case
+            when regexp_full_match(event_ts, {{ iso_with_offset_regex() }})
+                then case
+                    when {{ utc_offset_in_range('event_ts') }}
+                        then try_cast(event_ts as timestamptz)
+                end
         end as event_at,
         ingested_at
     from source
@@ -59,6 +67,7 @@ validated as (
             when raw_event_ts is null then 'null event_ts'
             when regexp_full_match(raw_event_ts, {{ iso_naive_regex() }})
                 then 'naive event_ts (no UTC offset)'
+            when not offset_in_range then 'event_ts offset out of range'
             when event_at is null then 'unparseable event_ts'
             when event_at > ingested_at then 'event_ts after ingested_at'
         end as quarantine_reason
