@@ -236,7 +236,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def table_bytes(table: pa.Table) -> bytes:
     """Deterministic parquet bytes (no pandas metadata, fixed options)."""
     sink = pa.BufferOutputStream()
-    clean = table.replace_schema_metadata(None)
+    # Chunk layout changes the pages parquet writes: a frame read back from its
+    # file (several chunks past 2^20 rows) must give the bytes it was written as.
+    clean = table.replace_schema_metadata(None).combine_chunks()
     pq.write_table(clean, sink, compression="zstd", row_group_size=1 << 20)
     return sink.getvalue().to_pybytes()
 
