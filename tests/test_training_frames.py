@@ -278,3 +278,14 @@ def test_frame_commands_allocate_through_the_system_pool() -> None:
     )
     before, after = out.stdout.split()
     assert before != "system" and after == "system"
+
+
+def test_frame_bytes_do_not_depend_on_chunk_layout() -> None:
+    """A frame read back from its file comes in chunks; verify must get the same bytes."""
+    import numpy as np
+
+    n = (1 << 20) + 4_000
+    whole = pa.table({"a": np.arange(n), "b": np.linspace(0, 1, n)})
+    chunked = pa.concat_tables([whole.slice(0, 1 << 20), whole.slice(1 << 20)])
+    assert chunked.column("a").num_chunks == 2
+    assert table_bytes(whole) == table_bytes(chunked)
