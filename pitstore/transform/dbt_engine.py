@@ -22,6 +22,7 @@ from pitstore.core.timeutil import from_us, stamp, to_us
 from pitstore.landing import zone as landing
 from pitstore.landing.schema import LABELS_SCHEMA, TRANSACTIONS_SCHEMA, columns_of
 from pitstore.transform.codegen import mart_name
+from pitstore.transform.events import publish_dbt_events
 
 # The landing contract: a file whose columns differ is schema drift.
 TRANSACTION_COLUMNS = columns_of(TRANSACTIONS_SCHEMA)
@@ -227,6 +228,7 @@ def transform_dbt(
         ).fetchall()[0][0]
     finally:
         con.close()
+    publish_dbt_events(settings, w_us, previous, full_refresh)  # before the summary marks it done
     summary.seconds = round(time.perf_counter() - started, 3)
     settings.runs.mkdir(parents=True, exist_ok=True)
     out = settings.runs / f"dbt-{stamp(watermark)}.json"
