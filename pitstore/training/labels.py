@@ -38,6 +38,7 @@ from pitstore.core.timeutil import from_us, to_us
 
 DEFAULT_MATURITY = timedelta(days=14)
 CONTEXT_COLUMNS = ("amount", "channel", "country", "merchant_category", "currency")
+EVENT_TIMES = {"transactions": ("event_ts", "event_us"), "labels": ("label_ts", "label_us")}
 
 
 class LabelError(ValueError):
@@ -83,11 +84,11 @@ def fraud_requests(settings: Settings, policy: LabelPolicy) -> tuple[pa.Table, d
         )
     con = duckdb.connect()
     try:
-        for dataset, stamps in (("transactions", "event_ts"), ("labels", "label_ts")):
+        # The events' timestamps as µs, as every cutoff below is.
+        for dataset, (ts, ts_us) in EVENT_TIMES.items():
             files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in found.files[dataset])
-            ts_us = "event_us" if dataset == "transactions" else "label_us"
             con.execute(
-                f"create view {dataset} as select *, epoch_us({stamps}) as {ts_us}, "
+                f"create view {dataset} as select *, epoch_us({ts}) as {ts_us}, "
                 f"epoch_us(ingested_at) as ingested_us from read_parquet([{files}])"
             )
         ctx = ", ".join(f"t.{c}" for c in CONTEXT_COLUMNS)
