@@ -18,7 +18,8 @@ Labels have their own time (DESIGN.md): a label counts only if its
   a null label (``immature="mark"``). The audit counts them.
 
 Only transactions ingested by the cutoff are rows (the bank did not know of
-the others). Reads the dbt warehouse (read-only).
+the others). Reads the deduplicated events the completed transform runs
+published (``pitstore.core.offline_layout``), whichever engine ran them.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pitstore.core.config import Settings
+from pitstore.core.offline_layout import EventsError, event_files
 from pitstore.core.timeutil import from_us, to_us
 
 DEFAULT_MATURITY = timedelta(days=14)
 CONTEXT_COLUMNS = ("amount", "channel", "country", "merchant_category", "currency")
+EVENT_TIMES = {"transactions": ("event_ts", "event_us"), "labels": ("label_ts", "label_us")}
 
 
 class LabelError(ValueError):
@@ -60,34 +63,33 @@ class LabelPolicy:
         }
 
 
-def newest_run(con: duckdb.DuckDBPyConnection) -> int | None:
-    tables = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
-    if "transform_runs" not in tables:
-        return None
-    return con.execute("select max(watermark_us) from transform_runs").fetchall()[0][0]
-
-
 def fraud_requests(settings: Settings, policy: LabelPolicy) -> tuple[pa.Table, dict[str, Any]]:
     """Request rows (keys, ts, label, context) and the label audit."""
     if policy.immature not in ("exclude", "mark"):
         raise LabelError(f"immature must be 'exclude' or 'mark', not {policy.immature!r}")
     if policy.known_by.tzinfo is None:
         raise LabelError("labels-known-by must be timezone-aware")
-    if not settings.warehouse.exists():
-        raise LabelError(f"no warehouse at {settings.warehouse}: run `pitstore transform` first")
+    try:
+        found = event_files(settings)
+    except EventsError as exc:
+        raise LabelError(str(exc)) from exc
     cut = to_us(policy.known_by)
     mature_before = to_us(policy.known_by - policy.maturity)
     lo = to_us(policy.start) if policy.start else -(2**62)
     hi = min(to_us(policy.end), cut) if policy.end else cut
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    if cut > found.watermark_us:
+        raise LabelError(
+            f"labels-known-by {policy.known_by.isoformat()} is after the newest run "
+            f"({from_us(found.watermark_us).isoformat()}): what was known by then is not loaded yet"
+        )
+    con = duckdb.connect()
     try:
-        newest = newest_run(con)
-        if newest is None:
-            raise LabelError("the warehouse has no transform run yet")
-        if cut > newest:
-            raise LabelError(
-                f"labels-known-by {policy.known_by.isoformat()} is after the newest run "
-                f"({from_us(newest).isoformat()}): what was known by then is not loaded yet"
+        # The events' timestamps as µs, as every cutoff below is.
+        for dataset, (ts, ts_us) in EVENT_TIMES.items():
+            files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in found.files[dataset])
+            con.execute(
+                f"create view {dataset} as select *, epoch_us({ts}) as {ts_us}, "
+                f"epoch_us(ingested_at) as ingested_us from read_parquet([{files}])"
             )
         ctx = ", ".join(f"t.{c}" for c in CONTEXT_COLUMNS)
         rows = con.sql(
@@ -99,18 +101,18 @@ def fraud_requests(settings: Settings, policy: LabelPolicy) -> tuple[pa.Table, d
                         when t.event_us <= {mature_before} then 'assumed_genuine'
                         else 'immature' end as label_status,
                    (l2.transaction_id is not null and l.transaction_id is null) as label_later
-            from int_transactions__deduped t
-            left join int_fraud_labels__deduped l
+            from transactions t
+            left join labels l
               on l.transaction_id = t.transaction_id
              and l.label_us <= {cut} and l.ingested_us <= {cut}
-            left join int_fraud_labels__deduped l2
+            left join labels l2
               on l2.transaction_id = t.transaction_id and l2.is_fraud
             where t.ingested_us <= {cut} and t.event_us >= {lo} and t.event_us < {hi}
             order by t.event_us, t.transaction_id
             """
         ).to_arrow_table()
         not_ingested = con.execute(
-            f"select count(*) from int_transactions__deduped where event_us >= {lo} "
+            f"select count(*) from transactions where event_us >= {lo} "
             f"and event_us < {hi} and ingested_us > {cut}"
         ).fetchall()[0][0]
     finally:
@@ -141,8 +143,8 @@ def fraud_requests(settings: Settings, policy: LabelPolicy) -> tuple[pa.Table, d
             "immature_excluded": counts["immature"] if policy.immature == "exclude" else 0,
             "immature_marked": counts["immature"] if policy.immature == "mark" else 0,
             "not_ingested_by_cutoff": int(not_ingested),
-            # Hindsight, for the report only: fraud labels the warehouse holds
-            # now that were not known at the cutoff (these rows carry 0 or null).
+            # Hindsight, for the report only: fraud labels the newest run knows
+            # that were not known at the cutoff (these rows carry 0 or null).
             "fraud_labels_known_only_after_cutoff": later,
             "fraud_rate": round(counts["fraud"] / rows.num_rows, 6) if rows.num_rows else None,
         }

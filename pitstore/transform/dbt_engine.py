@@ -37,6 +37,7 @@ from pitstore.core.timeutil import stamp_us, to_us
 from pitstore.landing import zone as landing
 from pitstore.landing.schema import LABELS_SCHEMA, TRANSACTIONS_SCHEMA, columns_of
 from pitstore.transform.codegen import mart_name
+from pitstore.transform.events import publish_dbt_events
 
 # The landing contract: a file whose columns differ is schema drift.
 TRANSACTION_COLUMNS = columns_of(TRANSACTIONS_SCHEMA)
@@ -266,6 +267,7 @@ def locked_transform_dbt(settings: Settings, watermark: datetime, full_refresh: 
         ).fetchall()[0][0]
     finally:
         con.close()
+    publish_dbt_events(settings, w_us, previous, full_refresh)  # before the summary marks it done
     summary.seconds = round(time.perf_counter() - started, 3)
     # The marker last: only a run whose every file is in place counts as a run.
     write_marker(

@@ -16,13 +16,20 @@ Files are written under ``.tmp-<W>/`` and renamed into place; only runs with a
 marker are ever read, so a crashed run's file is ignored (and, on a local store,
 moved out by the next run), and a re-run of W rewrites the same rows (its
 previous run, hence its input, is the same).
+
+The same rows are published in the engine-neutral events format
+(``pitstore.core.offline_layout``) as soon as a state file is in place, before
+the views and the marker: the rows of this run's file ingested after P (a base
+run's file also holds older rows), converted by ``publish_events``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pitstore.core.offline_layout import EVENTS, UTC_US, events_relpath
 from pitstore.core.runs import STATE, RunMarker
+from pitstore.transform import events
 from pitstore.transform.spark import staging
 from pitstore.transform.spark.storage import Store, is_local, join, local_path
 
@@ -108,10 +115,43 @@ def deduped(
     mine = join(folder, f"run-{w_stamp}.parquet")
     store.replace(single_part(store, tmp), mine)
     store.delete(tmp)
+    publish_events(spark, store, offline, dataset, mine, schema, w_us, previous)
     # The written file is the checkpoint: the views read it, not the lineage above
     # (no recomputation, no in-memory checkpoint job, and a plan of one scan).
     new = spark.read.schema(schema).parquet(mine)
     return (new if state is None else state.unionByName(new)), mine
+
+
+def publish_events(
+    spark: SparkSession,
+    store: Store,
+    offline: str,
+    dataset: str,
+    state_file: str,
+    schema: Any,
+    w_us: int,
+    previous: int | None,
+) -> int:
+    """Publish the rows run W learned of, from its state file; return how many.
+
+    Read on the driver: the file holds one run's arrivals (a base run's, every row),
+    and the format's bytes are pyarrow's (``events.encode``), as the dbt engine's.
+    """
+    import pyarrow.compute as pc
+
+    if is_local(state_file):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(local_path(state_file))
+    else:
+        table = spark.read.schema(schema).parquet(state_file).toArrow()
+    if previous is not None:
+        table = table.filter(pc.greater(table.column("ingested_us"), previous))
+    if dataset == "transactions":
+        table = table.append_column("event_ts", table.column("event_us").cast(UTC_US))
+    data = events.encode(dataset, table, w_us, previous)
+    store.write_bytes(join(offline, events_relpath(dataset, w_us)), data)
+    return table.num_rows
 
 
 def state_rows(store: Store, offline: str, dataset: str, state_runs: list[str]) -> int | None:
@@ -168,9 +208,9 @@ def single_part(store: Store, tmp_dir: str) -> str:
 
 
 def drop_other_runs(store: Store, offline: str, keep_stamp: str) -> None:
-    """After a full refresh: the state is this run's file alone."""
+    """After a full refresh: the state, and the published events, are this run's files alone."""
     for dataset in DATASETS:
-        folder = state_dir(offline, dataset)
-        for name in store.list_names(folder):
-            if name != f"run-{keep_stamp}.parquet":
-                store.delete(join(folder, name))
+        for folder in (state_dir(offline, dataset), join(offline, EVENTS, dataset)):
+            for name in store.list_names(folder):
+                if name != f"run-{keep_stamp}.parquet":
+                    store.delete(join(folder, name))

@@ -76,18 +76,22 @@ class Store:
 
     def write_text(self, uri: str, text: str) -> None:
         """Write a small file atomically (temp name in the same directory, then rename)."""
+        self.write_bytes(uri, text.encode("utf-8"))
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Write a file atomically (temp name in the same directory, then rename)."""
         name = uri.rstrip("/").rsplit("/", 1)[-1]
         tmp = join(uri.rsplit("/", 1)[0], f".{name}.tmp-{os.getpid()}")
         if is_local(uri):
             target = local_path(uri)
             target.parent.mkdir(parents=True, exist_ok=True)
-            local_path(tmp).write_text(text, encoding="utf-8")
+            local_path(tmp).write_bytes(data)
             os.replace(local_path(tmp), target)
             return
         fs, path = self._fs(tmp)
         out = fs.create(path, True)
         try:
-            out.write(bytearray(text.encode("utf-8")))
+            out.write(bytearray(data))
         finally:
             out.close()
         self.replace(tmp, uri)
