@@ -36,6 +36,7 @@ _CODE_FILES = (
     "core/request_features.py",
     "training/labels.py",
     "training/spark_join.py",
+    "core/offline_layout.py",
 )
 
 
