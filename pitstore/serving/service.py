@@ -347,10 +347,11 @@ class ScoringService:
         """ "ok", or why the next decision's audit append would fail."""
         if self.audit_error is not None:
             return self.audit_error
-        root = self.audit.root
-        probe = root if root.exists() else root.parent
-        if not os.access(probe, os.W_OK):
-            return f"{probe} is not writable"
+        probe = self.audit.root  # it, or the nearest ancestor that exists (made on write)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            return f"{probe} is not a writable directory"
         return "ok"
 
     async def aclose(self) -> None:
