@@ -1,21 +1,30 @@
 """Admission under a deadline: a request is scored in time, or refused at once.
 
-At most ``limit`` requests are scored at once (see ``max_in_flight``); the
-others wait in arrival order, each only as long as it can still be scored
-within its own deadline. Why: with a plain semaphore a burst waited without
-bound, so under 3x overload nearly every answer came late (14,003 of 15,000
-over a 100 ms budget, server p50 191 ms): late answers for everyone, and a
-queue that kept growing. Refusing early (503 + Retry-After, ~50 µs of CPU)
+Why: with a plain semaphore a burst waited without bound, so under 3x
+overload nearly every answer came late (14,003 of 15,000 over a 100 ms
+budget, server p50 191 ms): late answers for everyone, and a queue that kept
+growing. Refusing early (503 + Retry-After, before the body is even parsed)
 keeps the answers that *are* given within budget and leaves the caller time
-to retry or fall back on its own rules.
+to retry or apply its own rules.
 
-"Can still be scored in time" needs the time a request takes once admitted:
-``service_s``, a moving estimate of recent admitted-to-done times on their
-upper side (mean + 2 mean deviations, as TCP estimates a round trip: one slow
-request raises it a little, a slow spell a lot). A waiter is dropped when its deadline minus that
-estimate passes; one that arrives when the wait ahead of it (the queue
-length times the time a slot frees up) already exceeds its slack is refused
-without waiting at all.
+Two bounds:
+
+- **How many are scored at once** adapts to the box. Requests in flight share
+  one event loop, so each takes longer the more there are: at 64 in flight on
+  a VM that managed ~170 req/s (other load on it), an admitted request took
+  ~360 ms (Little's law: 64 / 170 per s), though none had waited to get in.
+  Every ``WINDOW`` completions the mean admitted-to-done time is compared with
+  ``target_s`` (a share of the budget): above it, the limit shrinks in
+  proportion (by a fifth at most: a single slow spell must not starve the
+  server), well below it, it grows by one, up to ``max_limit``
+  (``max_in_flight``).
+- **How long a request waits for a slot**: in arrival order, only while it can
+  still be scored within its own deadline, given ``service_s`` (mean + one mean
+  deviation of recent admitted-to-done times).
+  One that arrives when the expected wait ahead of it (queue length x mean time
+  / limit) already exceeds its slack is refused without waiting
+  (``overloaded``, checked before the body is parsed: shedding must be cheap,
+  or shedding itself eats the capacity).
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+
+WINDOW = 16  # completions per limit adjustment
 
 
 class Shed(Exception):
@@ -34,28 +45,46 @@ class Shed(Exception):
 
 
 class Admission:
-    def __init__(self, limit: int, initial_service_s: float = 0.005) -> None:
-        self.limit = limit
-        self.free = limit
+    def __init__(self, max_limit: int, target_s: float, initial_service_s: float = 0.005) -> None:
+        self.max_limit = max_limit
+        self.limit = float(max_limit)
+        self.target_s = target_s
+        self.in_flight = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
         self.service_s = initial_service_s  # admitted -> done, upper estimate
         self._mean_s = initial_service_s
         self._dev_s = 0.0
+        self._window_sum = 0.0
+        self._window_n = 0
+
+    def _has_slot(self) -> bool:
+        return self.in_flight < max(1, int(self.limit))
 
     def _expected_wait(self) -> float:
         # a slot frees every mean/limit seconds on average, and each waiter takes one
-        return len(self.waiters) * self._mean_s / self.limit
+        return (len(self.waiters) + 1) * self._mean_s / max(1.0, self.limit)
+
+    def overloaded(self, deadline: float) -> bool:
+        """Whether a request arriving now would be refused (cheap; no state change)."""
+        if self._has_slot() and not self.waiters:
+            return False
+        slack = deadline - time.perf_counter() - self.service_s
+        return slack <= self._expected_wait()
 
     async def enter(self, deadline: float) -> float:
         """Wait for a slot until ``deadline`` (perf_counter) allows; the time
         admitted. Raises Shed when the request could not be scored in time."""
         now = time.perf_counter()
-        slack = deadline - now - self.service_s
-        if self.free > 0 and not self.waiters:
-            if slack < 0:
-                raise Shed("deadline")  # already too late (a slow body, a busy loop)
-            self.free -= 1
+        if self._has_slot() and not self.waiters:
+            # Refused if it would finish late by the estimate; but never while
+            # nothing is in flight: only admitted requests update the estimate,
+            # so a stale (high) one must not refuse everything for good.
+            late_by = self._mean_s if self.in_flight else 0.0
+            if now + late_by >= deadline:
+                raise Shed("deadline")  # a slow body, or a loop too busy to get here
+            self.in_flight += 1
             return now
+        slack = deadline - now - self.service_s
         if slack <= self._expected_wait():
             raise Shed("queue")
         slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -74,16 +103,28 @@ class Admission:
         return time.perf_counter()
 
     def leave(self, admitted: float | None) -> None:
-        """Free a slot (to the oldest live waiter); ``admitted``: the time
-        ``enter`` returned, to update the service-time estimate."""
+        """Free a slot; ``admitted``: the time ``enter`` returned (None: a slot
+        handed over but not used), to update the estimates."""
+        self.in_flight -= 1
         if admitted is not None:
-            took = time.perf_counter() - admitted
-            self._dev_s += (abs(took - self._mean_s) - self._dev_s) / 16
-            self._mean_s += (took - self._mean_s) / 16
-            self.service_s = self._mean_s + 2 * self._dev_s
-        while self.waiters:
+            self._observe(time.perf_counter() - admitted)
+        while self.waiters and self._has_slot():
             slot = self.waiters.popleft()
             if not slot.done():
+                self.in_flight += 1  # the slot passes to the waiter
                 slot.set_result(None)
-                return
-        self.free += 1
+
+    def _observe(self, took: float) -> None:
+        self._dev_s += (abs(took - self._mean_s) - self._dev_s) / 16
+        self._mean_s += (took - self._mean_s) / 16
+        self.service_s = self._mean_s + self._dev_s
+        self._window_sum += took
+        self._window_n += 1
+        if self._window_n < WINDOW:
+            return
+        mean = self._window_sum / self._window_n
+        self._window_sum, self._window_n = 0.0, 0
+        if mean > self.target_s:
+            self.limit = max(1.0, self.limit * max(0.8, self.target_s / mean))
+        elif mean < 0.8 * self.target_s:
+            self.limit = min(float(self.max_limit), self.limit + 1)

@@ -158,15 +158,17 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         },
     )
     async def score(request: Request) -> Response:
+        service: ScoringService = request.app.state.service
+        arrived: float = request.scope["state"]["arrived"]  # set by serving.guard
+        if service.admission.overloaded(arrived + settings.budget_s):
+            return shed(service.metrics, "queue")  # before any parsing: shedding must be cheap
         try:
             req = ScoreRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
             ) from exc
-        service: ScoringService = request.app.state.service
         now = datetime.now(UTC)
-        arrived: float = request.scope["state"]["arrived"]  # set by serving.guard
         problem = time_window_error(req, now, settings.max_clock_skew_s, settings.max_event_age_s)
         m = service.metrics
         if problem:
@@ -175,13 +177,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         try:
             answer = await service.score(req, arrived, now)
         except Shed as exc:
-            m.shed.labels(exc.reason).inc()
-            m.requests.labels("503", "", "").inc()
-            return JSONResponse(
-                status_code=503,
-                content={"error": "overloaded: no decision was made", "retry": True},
-                headers={"retry-after": str(settings.retry_after_s)},
-            )
+            return shed(m, exc.reason)
         except Conflict as exc:
             m.requests.labels("409", "", "").inc()
             return JSONResponse(
@@ -204,6 +200,14 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         m.requests.labels("200", record["decision"], str(record["fallback"] or "false")).inc()
         # The audit line is this record's JSON already (non-ASCII escaped): reuse it.
         return Response(answer.line, media_type="application/json")
+
+    shed_body = b'{"error":"overloaded: no decision was made","retry":true}'
+    shed_headers = {"retry-after": str(settings.retry_after_s)}
+
+    def shed(m: Metrics, reason: str) -> Response:
+        m.shed.labels(reason).inc()
+        m.requests.labels("503", "", "").inc()
+        return Response(shed_body, 503, shed_headers, media_type="application/json")
 
     # Served by a plain Starlette route, matched before the FastAPI one (which
     # stays, for the OpenAPI schema): FastAPI's route wrapper (dependency

@@ -47,6 +47,10 @@ from pitstore.serving.settings import ServingSettings
 
 log = logging.getLogger("pitstore.serving")
 ACCOUNT_KEY = "account_id"
+# The share of the budget an admitted request should take (admission adapts
+# how many run at once to keep to it); the rest is for the wait to get in
+# and the time before the app sees the request (parsing, a busy loop).
+ADMITTED_SHARE = 0.5
 
 
 def make_redis(settings: ServingSettings) -> RespPool:
@@ -91,7 +95,9 @@ class ScoringService:
         # At most this many requests between their read and their audit record;
         # the rest wait their turn in arrival order, each no longer than its
         # deadline allows (see ``max_in_flight`` and ``serving.admission``).
-        self.admission = Admission(settings.max_in_flight)
+        self.admission = Admission(
+            settings.max_in_flight, target_s=settings.budget_s * ADMITTED_SHARE
+        )
         self.replays = Replays(audit.root, settings.idempotency_entries)
         self.audit_error: str | None = None  # the last append's failure, until one succeeds
         # Requests reading in the same loop iteration share one round trip.
