@@ -17,10 +17,12 @@ Two bounds:
   ``target_s`` (a share of the budget): above it, the limit shrinks in
   proportion (by a fifth at most: a single slow spell must not starve the
   server), well below it, it grows by one, up to ``max_limit``
-  (``max_in_flight``).
+  (``max_in_flight``), never below ``MIN_LIMIT``: a request that runs slow
+  *alone* (the process descheduled on a busy host) is not slow because of the
+  others, and a limit of 1 would then cap throughput at 1 / its time.
 - **How long a request waits for a slot**: in arrival order, only while it can
-  still be scored within its own deadline, given ``service_s`` (mean + one mean
-  deviation of recent admitted-to-done times).
+  still be scored within its own deadline, given ``service_s`` (mean + 2 mean
+  deviations of recent admitted-to-done times, as TCP estimates a round trip).
   One that arrives when the expected wait ahead of it (queue length x mean time
   / limit) already exceeds its slack is refused without waiting
   (``overloaded``, checked before the body is parsed: shedding must be cheap,
@@ -30,10 +32,12 @@ Two bounds:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 
 WINDOW = 16  # completions per limit adjustment
+MIN_LIMIT = 4
 
 
 class Shed(Exception):
@@ -117,7 +121,7 @@ class Admission:
     def _observe(self, took: float) -> None:
         self._dev_s += (abs(took - self._mean_s) - self._dev_s) / 16
         self._mean_s += (took - self._mean_s) / 16
-        self.service_s = self._mean_s + self._dev_s
+        self.service_s = self._mean_s + 2 * self._dev_s
         self._window_sum += took
         self._window_n += 1
         if self._window_n < WINDOW:
@@ -125,6 +129,39 @@ class Admission:
         mean = self._window_sum / self._window_n
         self._window_sum, self._window_n = 0.0, 0
         if mean > self.target_s:
-            self.limit = max(1.0, self.limit * max(0.8, self.target_s / mean))
+            floor = float(min(MIN_LIMIT, self.max_limit))
+            self.limit = max(floor, self.limit * max(0.8, self.target_s / mean))
         elif mean < 0.8 * self.target_s:
             self.limit = min(float(self.max_limit), self.limit + 1)
+
+
+class LoopLag:
+    """How late the event loop runs a timer, recently (seconds; a moving average).
+
+    Why: a request's clock starts when the app first sees it, but the bytes
+    arrived earlier, by about as long as the loop was busy elsewhere (or the
+    process descheduled): the same delay a timer sees. Starting the clock that
+    much earlier (``serving.guard``) makes a lagging server shed sooner,
+    which is what gives the loop its time back."""
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        self.interval_s = interval_s
+        self.value = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        clock = time.perf_counter
+        while True:
+            before = clock()
+            await asyncio.sleep(self.interval_s)
+            late = max(0.0, clock() - before - self.interval_s)
+            self.value += (late - self.value) / 4
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

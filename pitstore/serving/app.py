@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.routing import Route
 
-from pitstore.serving.admission import Shed
+from pitstore.serving.admission import LoopLag, Shed
 from pitstore.serving.audit import AuditError, AuditLog, find_decision
 from pitstore.serving.auth import CardTokenizer, KeyRing
 from pitstore.serving.guard import Guard
@@ -96,6 +96,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     if not keys.keys:
         log.warning("no API keys configured: every /v1 request gets a 401 (pitstore keys new)")
     registry = Metrics()  # not `metrics`: the /metrics route below takes that name
+    lag = LoopLag()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -112,11 +113,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         )
         log.info("%d earlier decisions indexed for retries", known)
         app.state.service = service
+        lag.start()
         freeze_startup_heap()
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         try:
             yield
         finally:
+            await lag.stop()
             await app.state.service.aclose()
 
     app = FastAPI(title="pitstore scoring", version="1", lifespan=lifespan)
@@ -127,6 +130,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         metrics=registry,
         max_body=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
+        lag=lag,
     )
 
     @app.exception_handler(RequestValidationError)

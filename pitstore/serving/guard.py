@@ -2,8 +2,9 @@
 
 In this order, each answered without reading further:
 
-1. the request's arrival time (``scope["state"]["arrived"]``): its deadline
-   counts from here, body read included;
+1. the request's arrival time (``scope["state"]["arrived"]``): now, less the
+   event loop's recent lag (``admission.LoopLag``: the bytes were in before
+   the loop got to them); its deadline counts from here, body read included;
 2. authentication: a bearer key with the path's scope (401 / 403); only
    ``OPEN_PATHS`` need none;
 3. a body must be JSON (415 otherwise: a browser can post ``text/plain``
@@ -28,6 +29,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pitstore.serving.admission import LoopLag
 from pitstore.serving.auth import KeyRing
 from pitstore.serving.metrics import Metrics
 
@@ -75,8 +77,10 @@ class Guard:
         metrics: Metrics,
         max_body: int,
         body_timeout_s: float,
+        lag: LoopLag,
     ) -> None:
         self.app = app
+        self.lag = lag
         self.keys = keys
         self.metrics = metrics
         self.max_body = max_body
@@ -88,7 +92,7 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        arrived = time.perf_counter()
+        arrived = time.perf_counter() - self.lag.value
         scope.setdefault("state", {})["arrived"] = arrived
         path: str = scope["path"]
         if path in OPEN_PATHS:

@@ -50,7 +50,7 @@ ACCOUNT_KEY = "account_id"
 # The share of the budget an admitted request should take (admission adapts
 # how many run at once to keep to it); the rest is for the wait to get in
 # and the time before the app sees the request (parsing, a busy loop).
-ADMITTED_SHARE = 0.5
+ADMITTED_SHARE = 0.35
 
 
 def make_redis(settings: ServingSettings) -> RespPool:
