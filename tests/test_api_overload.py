@@ -135,6 +135,7 @@ def server_counts(port: int) -> tuple[float, float]:
     clock starts when the request's headers are in: the time before that, in
     socket buffers or a descheduled process, only the client sees)."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    print([m for m in text.splitlines() if m.startswith(("pitstore_admission", "pitstore_loop"))])
     within = f'pitstore_score_latency_seconds_bucket{{le="{BUDGET_MS / 1000}"}}'
     return (
         metric(text, "pitstore_score_latency_seconds_count"),

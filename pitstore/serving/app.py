@@ -114,6 +114,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         log.info("%d earlier decisions indexed for retries", known)
         app.state.service = service
         lag.start()
+        registry.admission_limit.set_function(lambda: service.admission.limit)
+        registry.loop_lag.set_function(lambda: lag.value)
         freeze_startup_heap()
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         try:

@@ -100,6 +100,16 @@ class Metrics:
             registry=r,
         )
         self.model_loaded = Gauge("pitstore_model_loaded", "1 when a model is loaded.", registry=r)
+        self.admission_limit = Gauge(
+            "pitstore_admission_limit",
+            "Requests scored at once, at most (adapts; serving/admission.py).",
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "pitstore_loop_lag_seconds",
+            "How late the event loop runs a timer, recently (backdates arrivals).",
+            registry=r,
+        )
         self.shed = Counter(
             "pitstore_score_shed",
             "Scoring requests refused (503 + Retry-After) because they could not be "
