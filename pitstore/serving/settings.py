@@ -52,7 +52,9 @@ class ServingSettings(BaseSettings):
         64,
         ge=1,
         le=4096,
-        description="Requests scored at once; later ones wait their turn, in order. "
+        description="Requests scored at once, at most (serving/admission.py lowers the "
+        "bound while admitted requests run slower than a third of the budget); later "
+        "ones wait their turn, in order, only while their deadline allows (else a 503). "
         "Why a bound: a request takes a few event-loop iterations (read, decide, "
         "log) and an iteration does a step of every request in flight, so with no "
         "bound a burst slowed every request alike and pushed Redis reads past their "
