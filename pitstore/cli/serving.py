@@ -65,8 +65,9 @@ def new_key(
     ],
     name: Annotated[str, typer.Option(help="A name for logs and metrics (not secret).")] = "key",
 ) -> None:
-    """Make an API key: prints the key ONCE (give it to the caller) and the line
-    for PITSTORE_API_KEYS / the keys file (the key's SHA-256, never the key)."""
+    """Make an API key: prints the key once, and its entry for PITSTORE_API_KEYS.
+
+    Give the key to the caller; the entry holds the key's SHA-256, never the key."""
     from pitstore.serving.auth import KeyConfigError, entry_for, new_key, parse_entries
 
     key = new_key()
