@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-def encode_post(host: str, port: int, path: str, body: bytes) -> bytes:
+def encode_post(host: str, port: int, path: str, body: bytes, headers: str = "") -> bytes:
+    """``headers``: extra header lines, each ending in CRLF (e.g. authorization)."""
     head = (
-        f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\n{headers}"
         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body

@@ -54,6 +54,7 @@ from bench.http_load import Run, closed_loop, open_loop
 from bench.machine import idle_states_held_off, steal_share, steal_ticks
 from bench.score_setup import (
     HOST,
+    SERVER_ENV,
     Proc,
     cpu_seconds,
     pin_plan,
@@ -427,6 +428,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "PITSTORE_HOME": str(home),
             "REDIS_URL": redis_url,
             "PITSTORE_BUDGET_MS": str(args.budget_ms),
+            **SERVER_ENV,
         }
         servers: list[Proc] = []
         try:

@@ -18,8 +18,13 @@ from typing import Any
 import numpy as np
 
 from bench.http_load import encode_post
+from pitstore.serving.auth import entry_for, new_key
 
 ROOT = Path(__file__).resolve().parent.parent
+# The scoring API wants a key (docs/security.md): one for this run, sent by
+# every request (the no-op servers ignore it), its entry in the server's env.
+KEY = new_key()
+SERVER_ENV = {"PITSTORE_API_KEYS": entry_for("bench", KEY, ["score"])}
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' feature writer and model card
 HOST = "127.0.0.1"
 
@@ -74,7 +79,8 @@ def requests_for(port: int, prefix: str, n: int, accounts: int) -> list[bytes]:
             "device_id": "D1",
             "event_ts": now,
         }
-        out.append(encode_post(HOST, port, "/v1/score", json.dumps(body).encode()))
+        auth = f"authorization: Bearer {KEY}\r\n"
+        out.append(encode_post(HOST, port, "/v1/score", json.dumps(body).encode(), auth))
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -166,6 +167,7 @@ def test_concurrent_decisions_share_reads_within_the_admission_bound(
 
     from pitstore.serving.app import load_model
     from pitstore.serving.audit import AuditLog, count_records
+    from pitstore.serving.auth import CardTokenizer
     from pitstore.serving.metrics import Metrics
     from pitstore.serving.schemas import ScoreRequest
     from pitstore.serving.service import ScoringService
@@ -181,12 +183,14 @@ def test_concurrent_decisions_share_reads_within_the_admission_bound(
     ]
 
     async def go() -> tuple[list[dict[str, Any]], ReadBatcher]:
-        service = ScoringService(ss, load_model(ss), AuditLog(ss.resolved_audit_dir), Metrics())
+        audit = AuditLog(ss.resolved_audit_dir)
+        tokens = CardTokenizer(bytes(32))
+        service = ScoringService(ss, load_model(ss), audit, Metrics(), tokens)
         try:
-            now = datetime.now(UTC)
-            done = await asyncio.gather(*(service.score(r, 0.0, now) for r in requests))
+            now, arrived = datetime.now(UTC), time.perf_counter()
+            done = await asyncio.gather(*(service.score(r, arrived, now) for r in requests))
             assert service.reads is not None
-            return [record for record, _ in done], service.reads
+            return [a.record for a in done if a.record is not None], service.reads
         finally:
             await service.aclose()
 

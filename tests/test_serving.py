@@ -31,9 +31,11 @@ from sklearn.preprocessing import StandardScaler
 from pitstore.core.config import Settings
 from pitstore.core.request_features import REQUEST_FEATURES
 from pitstore.core.spec import FRAUD_V1, FeatureView
-from pitstore.online.materialize import write_table
+from pitstore.core.timeutil import to_us
+from pitstore.online.materialize import MARKER, write_table
 from pitstore.serving.app import create_app
 from pitstore.serving.audit import count_records
+from pitstore.serving.auth import SCOPES, entry_for, new_key
 from pitstore.serving.settings import ServingSettings
 
 VERSION = "v-test-1"
@@ -41,6 +43,8 @@ COLUMNS = [f"{v.name}__{f.name}" for v in FRAUD_V1.views for f in v.features] + 
     REQUEST_FEATURES
 )
 NOW = datetime.now(UTC)
+KEY = new_key()  # every scope; tests/test_api_*.py make narrower ones
+AUTH = {"authorization": f"Bearer {KEY}"}
 
 
 # --- model artifact -------------------------------------------------------------
@@ -107,7 +111,8 @@ def boundary(view: FeatureView, at: datetime) -> datetime:
 def put_features(
     url: str, entity_rows: dict[str, dict[str, float]], ts: dict[str, datetime]
 ) -> None:
-    """Write one row per entity per view in Feast's Redis layout (write_table)."""
+    """Write one row per entity per view in Feast's Redis layout (write_table),
+    then move each view's materialization marker, as ``materialize_view`` does."""
     client = redis.Redis.from_url(url)
     for view in FRAUD_V1.views:
         keys = [
@@ -122,6 +127,7 @@ def put_features(
             data[f.name] = [int(v) for v in raw] if f.dtype == "int64" else [float(v) for v in raw]
         table = pa.table(data)
         write_table(client, view, table)
+        client.set(MARKER.format(view=view.name), to_us(boundary(view, NOW)))
 
 
 RISKY = {"A_RISKY": {"txn_count_1h": 9, "amount_mean_30d": 1000.0}}
@@ -179,7 +185,9 @@ def serving_settings(
     settings: Settings, redis_url: str | None = None, **over: Any
 ) -> ServingSettings:
     return ServingSettings(
-        home=settings.home, redis_url=redis_url or settings.redis_url, **{"budget_ms": 200, **over}
+        home=settings.home,
+        redis_url=redis_url or settings.redis_url,
+        **{"budget_ms": 200, "api_keys": entry_for("test", KEY, list(SCOPES)), **over},
     )
 
 
@@ -205,7 +213,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 def test_happy_path_reasons_lookup_and_explain(served: tuple[Server, ServingSettings]) -> None:
     server, ss = served
-    with httpx.Client(base_url=server.url, timeout=5) as http:
+    with httpx.Client(base_url=server.url, timeout=5, headers=AUTH) as http:
         assert http.get("/healthz").json() == {"status": "ok"}
         ready = http.get("/readyz")
         assert ready.status_code == 200 and ready.json()["model_version"] == VERSION
@@ -281,7 +289,6 @@ BAD = [
     ("ancient timestamp", txn(event_ts="2001-01-01T00:00:00Z"), "event_ts"),
     ("unexpected field", txn(is_fraud=False), "is_fraud"),
     ("account id type", txn(account_id=42), "account_id"),
-    ("oversized body", txn(device_id="x" * 20_000), "body"),
 ]
 
 
@@ -291,7 +298,7 @@ def test_the_lean_score_route_keeps_the_schema_and_the_method_check(
     """/v1/score is served by a plain Starlette route; the OpenAPI schema still
     documents it (from the FastAPI route behind it) and other methods get a 405."""
     server, _ = served
-    with httpx.Client(base_url=server.url, timeout=5) as http:
+    with httpx.Client(base_url=server.url, timeout=5, headers=AUTH) as http:
         spec = http.get("/openapi.json").json()
         body = spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]["application/json"]
         assert "account_id" in body["schema"]["properties"]
@@ -300,7 +307,7 @@ def test_the_lean_score_route_keeps_the_schema_and_the_method_check(
 
 def test_bad_input_is_a_422_naming_the_field(served: tuple[Server, ServingSettings]) -> None:
     server, ss = served
-    with httpx.Client(base_url=server.url, timeout=5) as http:
+    with httpx.Client(base_url=server.url, timeout=5, headers=AUTH) as http:
         for what, body, field in BAD:
             r = http.post("/v1/score", json=body)
             assert r.status_code == 422, what
@@ -313,7 +320,9 @@ def test_bad_input_is_a_422_naming_the_field(served: tuple[Server, ServingSettin
             r = http.post("/v1/score", content=junk, headers={"content-type": "application/json"})
             assert r.status_code == 422, junk
 
-        # Chunked upload (no content-length) past the limit is refused too.
+        # Too large (declared, or chunked with no content-length): a 413.
+        assert http.post("/v1/score", json=txn(device_id="x" * 20_000)).status_code == 413
+
         def chunks() -> Iterator[bytes]:
             yield b'{"device_id":"'
             for _ in range(20):
@@ -321,7 +330,7 @@ def test_bad_input_is_a_422_naming_the_field(served: tuple[Server, ServingSettin
             yield b'"}'
 
         r = http.post("/v1/score", content=chunks(), headers={"content-type": "application/json"})
-        assert r.status_code == 422 and r.json()["fields"][0]["field"] == "body"
+        assert r.status_code == 413 and "8192 bytes" in r.json()["error"]
     assert count_records(ss.resolved_audit_dir) == 0  # nothing half-decided was logged
 
 
@@ -331,16 +340,24 @@ def test_unknown_account_and_stale_features_fall_back(
     server, _ = served
     old = NOW - timedelta(days=40)  # older than every view's TTL
     put_features(settings.redis_url, {"A_OLD": {}}, {"A_OLD": old})
-    with httpx.Client(base_url=server.url, timeout=5) as http:
+    with httpx.Client(base_url=server.url, timeout=5, headers=AUTH) as http:
         new = http.post("/v1/score", json=txn(account_id="A_NEW", amount=2000)).json()
+        # (each transaction its own id: a reused one is a replay, or a 409)
         assert new["fallback"] == "unknown_account" and new["score"] is None
         assert new["decision"] == "review" and new["fallback_rule"] == "F6"  # new + ecom
-        pos = http.post("/v1/score", json=txn(account_id="A_NEW", channel="pos", amount=2000))
+        pos = http.post(
+            "/v1/score",
+            json=txn(transaction_id="t-2", account_id="A_NEW", channel="pos", amount=2000),
+        )
         assert pos.json()["decision"] == "approve" and pos.json()["fallback_rule"] == "F0"
-        stale = http.post("/v1/score", json=txn(account_id="A_OLD", channel="pos")).json()
+        stale = http.post(
+            "/v1/score", json=txn(transaction_id="t-3", account_id="A_OLD", channel="pos")
+        ).json()
         assert stale["fallback"] == "features_stale"
         assert stale["features"]["account_daily"]["status"] == "stale"
-        unknown_merchant = http.post("/v1/score", json=txn(merchant_id="M_NEW")).json()
+        unknown_merchant = http.post(
+            "/v1/score", json=txn(transaction_id="t-4", merchant_id="M_NEW")
+        ).json()
         assert unknown_merchant["fallback"] == "features_missing"
         metrics = http.get("/metrics").text
         assert metric(metrics, "pitstore_score_fallbacks_total", reason="unknown_account") == 2
@@ -406,7 +423,7 @@ def test_redis_killed_mid_run(settings: Settings, tmp_path: Path) -> None:
         ss = serving_settings(settings, redis_url=url, budget_ms=1000)
         with Server(ss) as server:
             results = asyncio.run(load_with_outage(server.url, procs, port, tmp_path))
-            with httpx.Client(base_url=server.url, timeout=5) as http:
+            with httpx.Client(base_url=server.url, timeout=5, headers=AUTH) as http:
                 metrics = http.get("/metrics").text
                 ready = http.get("/readyz").json()
     finally:
@@ -454,7 +471,7 @@ async def load_with_outage(
             if r.status_code == 200 and mine == phase:
                 phases[phase].append(r.json()["fallback"])
 
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=10, headers=AUTH) as http:
         stop = asyncio.Event()
         tasks = [asyncio.create_task(worker(http, stop)) for _ in range(8)]
         await asyncio.sleep(1.0)

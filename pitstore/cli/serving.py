@@ -1,4 +1,4 @@
-"""`pitstore serve`, `pitstore explain` and `pitstore audit verify`: the scoring API's commands."""
+"""The scoring API's commands: `serve`, `keys new`, `explain` and `audit verify`."""
 
 from __future__ import annotations
 
@@ -13,23 +13,73 @@ console = Console()
 err = Console(stderr=True)
 
 
+keys_app = typer.Typer(help="API keys for the scoring API.", no_args_is_help=True)
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
-    """Run the scoring API (FastAPI on uvicorn). Configure with PITSTORE_* variables."""
+    """Run the scoring API (FastAPI on uvicorn). Configure with PITSTORE_* variables;
+    /v1 calls need an API key (`pitstore keys new`, then PITSTORE_API_KEYS)."""
     import uvicorn
 
     from pitstore.serving.app import create_app
+    from pitstore.serving.auth import KeyConfigError
     from pitstore.serving.settings import ServingSettings
 
     settings = ServingSettings()
+    try:
+        app = create_app(settings)
+    except KeyConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    if not (settings.api_keys or settings.api_keys_file):
+        err.print(
+            "[yellow]no API keys configured: every /v1 request will get a 401. Make one "
+            "with `pitstore keys new --scope score` and set PITSTORE_API_KEYS.[/]"
+        )
     console.print(
         f"serving model {settings.model_version!r} on http://{host}:{port} "
         f"(budget {settings.budget_ms} ms, audit {settings.resolved_audit_dir})"
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        # idle keep-alive connections close after this; a stalled body is the
+        # app's to cut (settings.body_timeout_s, serving.guard)
+        timeout_keep_alive=5,
+        # headers past 16 KiB are refused by h11 (httptools has its own cap)
+        h11_max_incomplete_event_size=16 * 1024,
+    )
+
+
+@keys_app.command("new")
+def new_key(
+    scope: Annotated[
+        list[str],
+        typer.Option(help="A scope to grant (repeat): score, decisions:read."),
+    ],
+    name: Annotated[str, typer.Option(help="A name for logs and metrics (not secret).")] = "key",
+) -> None:
+    """Make an API key: prints the key once, and its entry for PITSTORE_API_KEYS.
+
+    Give the key to the caller; the entry holds the key's SHA-256, never the key."""
+    from pitstore.serving.auth import KeyConfigError, entry_for, new_key, parse_entries
+
+    key = new_key()
+    entry = entry_for(name, key, scope)
+    try:
+        parse_entries(entry, "--scope/--name")
+    except KeyConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    # plain print: rich would wrap or colour what has to be copied exactly
+    print(f"key (shown once, send as 'Authorization: Bearer <key>'): {key}")
+    print(f"entry for PITSTORE_API_KEYS (';'-separated) or the keys file: {entry}")
 
 
 def explain(
@@ -141,3 +191,4 @@ def audit_verify(
 def register(app: typer.Typer) -> None:
     app.command()(serve)
     app.command()(explain)
+    app.add_typer(keys_app, name="keys")

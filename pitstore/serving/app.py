@@ -1,10 +1,14 @@
 """The scoring API (FastAPI). Routes are thin; the flow lives in ``serving.service``.
 
-POST /v1/score                 a transaction -> a logged decision
-GET  /v1/decisions/{id}        the logged decision, as written to the audit log
-GET  /healthz                  the process is up
-GET  /readyz                   Redis answers within budget and a model is loaded
-GET  /metrics                  Prometheus
+POST /v1/score                 a transaction -> a logged decision     (key scope: score)
+GET  /v1/decisions/{id}        the logged decision, as in the audit log (decisions:read)
+GET  /healthz                  the process is up                      (no key)
+GET  /readyz                   Redis answers, the online store is materialized, a model
+                               is loaded, the audit log is writable   (no key)
+GET  /metrics                  Prometheus                             (no key)
+
+Every request first passes ``serving.guard`` (keys, JSON only, body size and
+read deadline); docs/security.md has the threat model.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pitstore.serving.admission import LoopLag, Shed
 from pitstore.serving.audit import AuditError, AuditLog, find_decision
 from pitstore.serving.audit_chain import audit_key
+from pitstore.serving.auth import CardTokenizer, KeyRing
+from pitstore.serving.guard import Guard
+from pitstore.serving.idempotency import Conflict
 from pitstore.serving.metrics import Metrics
 from pitstore.serving.schemas import ScoreRequest, time_window_error
 from pitstore.serving.scoring import Model
@@ -59,46 +66,6 @@ def invalid(fields: list[dict[str, str]]) -> JSONResponse:
     )
 
 
-class BodyLimit:
-    """Refuse bodies over ``limit`` bytes with a 422 naming ``body`` (chunked too)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self.too_big(scope, receive, send)
-            return
-        messages: list[Message] = []
-        size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.limit:
-                await self.too_big(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
-
-        async def replay() -> Message:
-            return messages.pop(0) if messages else await receive()
-
-        await self.app(scope, replay, send)
-
-    async def too_big(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # built only when needed: a JSONResponse per request was measurable
-        message = f"request body exceeds {self.limit} bytes"
-        await invalid([{"field": "body", "message": message}])(scope, receive, send)
-
-
 def freeze_startup_heap() -> None:
     """Move everything start-up made (feast, sklearn, the model: ~230k objects)
     out of the cyclic garbage collector's reach.
@@ -123,29 +90,51 @@ Service = Annotated[ScoringService, Depends(get_service)]
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
+    """The app; raises auth.KeyConfigError for malformed keys (before serving anything)."""
     settings = settings or ServingSettings()
+    keys = KeyRing.load(settings.api_keys, settings.api_keys_file)
+    tokenize = CardTokenizer.from_settings(settings.card_token_key, settings.resolved_home)
+    if not keys.keys:
+        log.warning("no API keys configured: every /v1 request gets a 401 (pitstore keys new)")
+    registry = Metrics()  # not `metrics`: the /metrics route below takes that name
+    lag = LoopLag()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        metrics = Metrics()
         audit = AuditLog(
             settings.resolved_audit_dir,
             settings.audit_rotate_mb * 2**20,
-            on_flush=metrics.audit_flush.observe,
+            on_flush=registry.audit_flush.observe,
             prefill_bytes=settings.audit_prefill_kb * 2**10,
             key=audit_key(settings, create=True),
         )
-        app.state.service = ScoringService(settings, load_model(settings), audit, metrics)
+        service = ScoringService(settings, load_model(settings), audit, registry, tokenize)
+        known = await asyncio.to_thread(
+            service.replays.load, settings.idempotency_window_s, datetime.now(UTC)
+        )
+        log.info("%d earlier decisions indexed for retries", known)
+        app.state.service = service
+        lag.start()
+        registry.admission_limit.set_function(lambda: service.admission.limit)
+        registry.loop_lag.set_function(lambda: lag.value)
         freeze_startup_heap()
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         try:
             yield
         finally:
+            await lag.stop()
             await app.state.service.aclose()
 
     app = FastAPI(title="pitstore scoring", version="1", lifespan=lifespan)
     app.state.settings = settings
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(
+        Guard,
+        keys=keys,
+        metrics=registry,
+        max_body=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        lag=lag,
+    )
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -176,22 +165,31 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         },
     )
     async def score(request: Request) -> Response:
+        service: ScoringService = request.app.state.service
+        arrived: float = request.scope["state"]["arrived"]  # set by serving.guard
+        if service.admission.overloaded(arrived + settings.budget_s):
+            return shed(service.metrics, "queue")  # before any parsing: shedding must be cheap
         try:
             req = ScoreRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
             ) from exc
-        service: ScoringService = request.app.state.service
         now = datetime.now(UTC)
-        started = time.perf_counter()
         problem = time_window_error(req, now, settings.max_clock_skew_s, settings.max_event_age_s)
         m = service.metrics
         if problem:
             m.requests.labels("422", "", "").inc()
             return invalid([{"field": "event_ts", "message": problem}])
         try:
-            record, line = await service.score(req, started, now)
+            answer = await service.score(req, arrived, now)
+        except Shed as exc:
+            return shed(m, exc.reason)
+        except Conflict as exc:
+            m.requests.labels("409", "", "").inc()
+            return JSONResponse(
+                status_code=409, content={"error": str(exc), "decision_id": exc.decision_id}
+            )
         except AuditError as exc:
             log.error("%s", exc)
             m.requests.labels("503", "", "").inc()
@@ -199,10 +197,24 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 status_code=503,
                 content={"error": "audit log unavailable: no decision was made", "retry": True},
             )
-        m.latency.observe(time.perf_counter() - started)
+        m.latency.observe(time.perf_counter() - arrived)
+        record = answer.record
+        if record is None:  # a retry: the first decision again
+            m.requests.labels("200", "replay", "").inc()
+            return Response(
+                answer.line, media_type="application/json", headers={"idempotent-replay": "true"}
+            )
         m.requests.labels("200", record["decision"], str(record["fallback"] or "false")).inc()
         # The audit line is this record's JSON already (non-ASCII escaped): reuse it.
-        return Response(line, media_type="application/json")
+        return Response(answer.line, media_type="application/json")
+
+    shed_body = b'{"error":"overloaded: no decision was made","retry":true}'
+    shed_headers = {"retry-after": str(settings.retry_after_s)}
+
+    def shed(m: Metrics, reason: str) -> Response:
+        m.shed.labels(reason).inc()
+        m.requests.labels("503", "", "").inc()
+        return Response(shed_body, 503, shed_headers, media_type="application/json")
 
     # Served by a plain Starlette route, matched before the FastAPI one (which
     # stays, for the OpenAPI schema): FastAPI's route wrapper (dependency
@@ -228,8 +240,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     @app.get("/readyz")
     async def readyz(service: Service) -> JSONResponse:
         state: dict[str, Any] = await service.ready()
-        ok = state["redis"] and state["model_loaded"]
-        return JSONResponse(status_code=200 if ok else 503, content={"ready": ok, **state})
+        return JSONResponse(status_code=200 if state["ready"] else 503, content=state)
 
     @app.get("/metrics")
     async def metrics(service: Service) -> Response:

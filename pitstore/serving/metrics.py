@@ -48,7 +48,7 @@ class Metrics:
         )
         self.latency = Histogram(
             "pitstore_score_latency_seconds",
-            "Time to answer /v1/score (validation to audit fsync).",
+            "Time to answer /v1/score (headers in to audit fsync; shed requests excluded).",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -100,3 +100,40 @@ class Metrics:
             registry=r,
         )
         self.model_loaded = Gauge("pitstore_model_loaded", "1 when a model is loaded.", registry=r)
+        self.admission_limit = Gauge(
+            "pitstore_admission_limit",
+            "Requests scored at once, at most (adapts; serving/admission.py).",
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "pitstore_loop_lag_seconds",
+            "How late the event loop runs a timer, recently (backdates arrivals).",
+            registry=r,
+        )
+        self.shed = Counter(
+            "pitstore_score_shed",
+            "Scoring requests refused (503 + Retry-After) because they could not be "
+            "answered within the budget: 'queue' (refused on arrival, the wait ahead "
+            "was too long), 'deadline' (waited, or arrived, too late).",
+            ("reason",),
+            registry=r,
+        )
+        self.replays = Counter(
+            "pitstore_score_replays",
+            "Retried transaction_ids answered with their first decision.",
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "pitstore_auth_failures",
+            "Requests refused by authentication (401: no/unknown key) or scope (403).",
+            ("status",),
+            registry=r,
+        )
+        self.http_refused = Counter(
+            "pitstore_http_refused",
+            "Requests refused or dropped before reaching a route, by reason: "
+            "media_type (415), too_large (413), body_timeout (408, connection "
+            "closed), disconnect (the client left mid-body).",
+            ("reason",),
+            registry=r,
+        )

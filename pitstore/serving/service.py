@@ -2,9 +2,14 @@
 
 Routes in ``serving.app`` stay thin; this module owns the per-request flow:
 
+0. replace card_id with its token (``serving.auth``); answer a retried
+   ``transaction_id`` with its first decision (``serving.idempotency``); wait
+   for a slot only as long as the request can still be answered within its
+   budget, counted from its arrival (``serving.admission``), else ``Shed``;
 1. read the model's FeatureService from Redis (``pitstore.online_read``) with a
    lean asyncio client (``serving.resp_client``) under an asyncio deadline of
-   ``budget_ms * redis_share``; TTL-expired views count as missing;
+   ``budget_ms * redis_share`` (less if the request's own deadline is nearer);
+   TTL-expired views count as missing;
 2. if the read failed, timed out, or any view is missing/stale: the documented
    fallback rules (``serving.fallback``); otherwise the model (``serving.scoring``);
 3. build the audit record (request, feature values with their timestamps and
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,11 +30,16 @@ from typing import Any
 import redis
 
 from pitstore.core.spec import FeatureService, service_by_name
-from pitstore.online.reader import OnlineReadError, OnlineRow, reader_for
+from pitstore.core.timeutil import from_us
+from pitstore.online.materialize import MARKER
+from pitstore.online.reader import OnlineReadError, OnlineRow, reader_for, resp_command
 from pitstore.online.resp_client import RespPool
 from pitstore.serving import fallback as fb
-from pitstore.serving.audit import AuditLog, new_decision_id
+from pitstore.serving.admission import Admission
+from pitstore.serving.audit import AuditError, AuditLog, new_decision_id
+from pitstore.serving.auth import CardTokenizer
 from pitstore.serving.batching import ReadBatcher
+from pitstore.serving.idempotency import Replays, fingerprint
 from pitstore.serving.metrics import Metrics
 from pitstore.serving.schemas import ScoreRequest
 from pitstore.serving.scoring import Model, model_input, request_features, review_band, score_row
@@ -36,6 +47,10 @@ from pitstore.serving.settings import ServingSettings
 
 log = logging.getLogger("pitstore.serving")
 ACCOUNT_KEY = "account_id"
+# The share of the budget an admitted request should take (admission adapts
+# how many run at once to keep to it); the rest is for the wait to get in
+# and the time before the app sees the request (parsing, a busy loop).
+ADMITTED_SHARE = 0.35
 
 
 def make_redis(settings: ServingSettings) -> RespPool:
@@ -52,6 +67,12 @@ class FeatureRead:
     failure: str | None  # a fallback reason when the read itself failed
 
 
+@dataclass
+class Answer:
+    line: bytes  # the decision's JSON, as in the audit log
+    record: dict[str, Any] | None  # None for a replay (the record is the first request's)
+
+
 class ScoringService:
     def __init__(
         self,
@@ -59,19 +80,26 @@ class ScoringService:
         model: Model | None,
         audit: AuditLog,
         metrics: Metrics,
+        tokenize: CardTokenizer,
         client: RespPool | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
         self.audit = audit
         self.metrics = metrics
+        self.tokenize = tokenize
         self.client = client or make_redis(settings)
         self.service: FeatureService | None = (
             service_by_name(model.card["feature_service"]) if model is not None else None
         )
         # At most this many requests between their read and their audit record;
-        # the rest wait their turn in arrival order (see ``max_in_flight``).
-        self.admitted = asyncio.Semaphore(settings.max_in_flight)
+        # the rest wait their turn in arrival order, each no longer than its
+        # deadline allows (see ``max_in_flight`` and ``serving.admission``).
+        self.admission = Admission(
+            settings.max_in_flight, target_s=settings.budget_s * ADMITTED_SHARE
+        )
+        self.replays = Replays(audit.root, settings.idempotency_entries)
+        self.audit_error: str | None = None  # the last append's failure, until one succeeds
         # Requests reading in the same loop iteration share one round trip.
         self.reads: ReadBatcher | None = (
             ReadBatcher(
@@ -91,14 +119,18 @@ class ScoringService:
 
     # --- the online read ---------------------------------------------------------
 
-    async def read(self, req: ScoreRequest) -> FeatureRead:
+    async def read(self, req: ScoreRequest, deadline: float) -> FeatureRead:
         assert self.service is not None and self.reads is not None
         ids = {"account_id": req.account_id, "merchant_id": req.merchant_id}
         row = {k: v for k, v in ids.items() if k in self.reads.reader.join_keys}
+        # Leave the rest of the budget's non-Redis share for deciding and the
+        # audit append, so a late read turns into an in-time fallback.
+        reserve = self.settings.budget_s * (1 - self.settings.redis_share) / 2
+        timeout = min(self.settings.redis_timeout_s, deadline - time.perf_counter() - reserve)
         try:
             # the deadline is this request's: giving up leaves the shared round trip be
             result = await asyncio.wait_for(
-                self.reads.read(row, req.event_ts), timeout=self.settings.redis_timeout_s
+                self.reads.read(row, req.event_ts), timeout=max(timeout, 0.0005)
             )
         except TimeoutError:
             self.metrics.redis_errors.labels("deadline").inc()
@@ -131,26 +163,58 @@ class ScoringService:
 
     # --- one decision ------------------------------------------------------------
 
-    async def score(
-        self, req: ScoreRequest, started: float, now: datetime
+    async def score(self, req: ScoreRequest, arrived: float, now: datetime) -> Answer:
+        """The decision (durably in the audit log), or the first one for a retried
+        transaction_id. Raises Shed (no slot in time), idempotency.Conflict (the
+        id was used by another request) or AuditError (no decision made).
+        ``arrived``: perf_counter when the request's headers were in."""
+        req = req.model_copy(update={"card_id": self.tokenize(req.card_id)})
+        tid = req.transaction_id
+        if not self.replays.enabled:
+            record, line = await self._admitted(req, arrived, now)
+            return Answer(line, record)
+        fp = fingerprint(req.logged())
+        prior = await self.replays.prior(tid, fp)
+        if prior is not None:
+            self.metrics.replays.inc()
+            return Answer(prior, None)
+        self.replays.claim(tid)
+        done = None
+        try:
+            record, line = await self._admitted(req, arrived, now)
+            done = (record["decision_id"], fp, line)
+            return Answer(line, record)
+        finally:
+            self.replays.settle(tid, done)
+
+    async def _admitted(
+        self, req: ScoreRequest, arrived: float, now: datetime
     ) -> tuple[dict[str, Any], bytes]:
-        """The decision record and its JSON, as appended (durably) to the audit log."""
-        async with self.admitted:
-            return await self._score(req, started, now)
+        deadline = arrived + self.settings.budget_s
+        admitted = await self.admission.enter(deadline)
+        try:
+            return await self._score(req, arrived, now, deadline)
+        finally:
+            self.admission.leave(admitted)
 
     async def _score(
-        self, req: ScoreRequest, started: float, now: datetime
+        self, req: ScoreRequest, started: float, now: datetime, deadline: float
     ) -> tuple[dict[str, Any], bytes]:
         read = FeatureRead(None, fb.MODEL_UNAVAILABLE)
         if self.model is not None:
-            read = await self.read(req)
+            read = await self.read(req, deadline)
         # Scoring (~0.3 ms of CPU) runs on the event loop: every hop to a worker
         # thread and back cost a GIL hand-off of up to the 5 ms switch interval
         # under load, which made the p99 (measured: two hops ~150 ms, one ~60 ms,
         # none ~35 ms at 70% of max). The requests deciding in one loop iteration
         # share one audit write and fsync (``AuditLog.append_async``).
         record, reason = self._decide(req, read, started, now)
-        line = await self.audit.append_async(record)  # durable before the response exists
+        try:
+            line = await self.audit.append_async(record)  # durable before the response exists
+        except AuditError as exc:
+            self.audit_error = str(exc)  # /readyz says so until an append succeeds
+            raise
+        self.audit_error = None
         self.metrics.audit_records.inc()
         if reason is not None:
             self.metrics.fallbacks.labels(reason).inc()
@@ -242,19 +306,59 @@ class ScoringService:
         }
 
     async def ready(self) -> dict[str, Any]:
+        """Whether this server can make real decisions now, and if not why not."""
+        reasons: list[str] = []
+        views = [v.name for v in self.service.views] if self.service is not None else []
+        markers: dict[str, str | None] = {}
+        redis_ok = False
         try:
-            ok = await asyncio.wait_for(
-                self.client.ping(),
+            # one round trip: PING, then the views' materialization markers
+            payload = resp_command(b"PING")
+            if views:
+                keys = [MARKER.format(view=v).encode() for v in views]
+                payload += resp_command(b"MGET", *keys)
+            replies = await asyncio.wait_for(
+                self.client.execute(payload, 2 if views else 1),
                 timeout=self.settings.redis_timeout_s * 2,
             )
-            redis_ok = bool(ok)
-        except Exception:  # any failure means "not ready", never a 500
-            redis_ok = False
+            redis_ok = replies[0] == b"PONG"
+            for view, raw in zip(views, replies[1] if views else [], strict=True):
+                markers[view] = None if raw is None else from_us(int(raw)).isoformat()
+        except Exception as exc:  # any failure means "not ready", never a 500
+            reasons.append(f"redis: {exc or type(exc).__name__}")
+        if self.model is None:
+            reasons.append("no model loaded: every decision would be a fallback")
+        missing = [v for v, at in markers.items() if at is None]
+        if redis_ok and missing:
+            # Redis restarted empty (or was never loaded): every account would be
+            # "unknown" and scored by the fallback rules
+            reasons.append(
+                "online store not materialized (no pitstore:materialized marker for "
+                f"{', '.join(missing)}): run the daily batch / materialize"
+            )
+        audit = self.audit_health()
+        if audit != "ok":
+            reasons.append(f"audit log: {audit}")
         return {
+            "ready": not reasons,
+            "reasons": reasons,
             "redis": redis_ok,
+            "materialized": markers,
             "model_loaded": self.model is not None,
             "model_version": self.model_version,
+            "audit": audit,
         }
+
+    def audit_health(self) -> str:
+        """ "ok", or why the next decision's audit append would fail."""
+        if self.audit_error is not None:
+            return self.audit_error
+        probe = self.audit.root  # it, or the nearest ancestor that exists (made on write)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            return f"{probe} is not a writable directory"
+        return "ok"
 
     async def aclose(self) -> None:
         if self.reads is not None:

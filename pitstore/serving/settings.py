@@ -52,7 +52,9 @@ class ServingSettings(BaseSettings):
         64,
         ge=1,
         le=4096,
-        description="Requests scored at once; later ones wait their turn, in order. "
+        description="Requests scored at once, at most (serving/admission.py lowers the "
+        "bound while admitted requests run slower than a third of the budget); later "
+        "ones wait their turn, in order, only while their deadline allows (else a 503). "
         "Why a bound: a request takes a few event-loop iterations (read, decide, "
         "log) and an iteration does a step of every request in flight, so with no "
         "bound a burst slowed every request alike and pushed Redis reads past their "
@@ -78,7 +80,50 @@ class ServingSettings(BaseSettings):
         "every request in the flush with it (p99 at ~600 req/s: 82-99 ms at 5 ms, "
         "~55 ms at 0.1 ms).",
     )
-    max_body_bytes: int = Field(8_192, ge=512, description="Larger request bodies get a 422.")
+    max_body_bytes: int = Field(
+        8_192, ge=512, description="Larger request bodies get a 413, before they are read in full."
+    )
+    body_timeout_s: float = Field(
+        3.0,
+        gt=0,
+        le=60,
+        description="A request's body must arrive within this many seconds of its "
+        "headers, or the request gets a 408 and its connection is closed. Why: "
+        "uvicorn has no body-read timeout, so a client stalled mid-body (or one "
+        "that declared a longer content-length than it sent) held its connection "
+        "and a task open for as long as it liked (75 s+ seen).",
+    )
+    api_keys: str = Field(
+        "",
+        repr=False,
+        description="API keys allowed to call /v1/*: entries '<name>:<sha256 hex of the "
+        "key>:<scope>[,<scope>]', separated by ';' or newlines (scopes: score, "
+        "decisions:read). Only hashes live here; `pitstore keys new` makes a key "
+        "and prints its entry. Empty (and no api_keys_file): every /v1 call gets a 401.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A file of api_keys entries, one a line ('#' comments)."
+    )
+    card_token_key: str = Field(
+        "",
+        repr=False,
+        description="HMAC-SHA256 key (hex, >= 32 bytes) that turns card_id into "
+        "tok_<hex> before anything is logged or returned. Empty: a key generated once "
+        "into <home>/secrets/card-token.key (0600) and reused on every start.",
+    )
+    idempotency_entries: int = Field(
+        200_000,
+        ge=0,
+        description="transaction_ids remembered (with their decision) so a retry gets "
+        "the first decision back; at start-up the index is rebuilt from the audit log "
+        "of the last idempotency_window_s. 0 turns replays off.",
+    )
+    idempotency_window_s: int = Field(
+        86_400, ge=0, description="How far back the audit log is read at start-up."
+    )
+    retry_after_s: int = Field(
+        1, ge=1, le=60, description="Retry-After of a shed (503) /v1/score request."
+    )
     max_clock_skew_s: int = Field(
         300, ge=0, description="event_ts may be at most this far in the future."
     )
@@ -95,6 +140,10 @@ class ServingSettings(BaseSettings):
     @property
     def resolved_audit_dir(self) -> Path:
         return (self.audit_dir or self.resolved_home / "audit").resolve()
+
+    @property
+    def budget_s(self) -> float:
+        return self.budget_ms / 1000.0
 
     @property
     def redis_timeout_s(self) -> float:
