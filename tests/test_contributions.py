@@ -99,28 +99,29 @@ def test_contributions_equal_shap_tree_explainer(
     assert np.allclose(expected[:200].sum(axis=1) + fast.expected_value, decision, atol=1e-9)
 
 
-def test_leaf_tables_equal_the_path_walk_and_plain_python(
-    model: Any, fast: FastCalibratedHGB, rows: np.ndarray, monkeypatch: pytest.MonkeyPatch
+def test_leaf_kernel_equals_the_path_walk_and_plain_python(
+    fast: FastCalibratedHGB, rows: np.ndarray
 ) -> None:
-    by_table = fast.contributions(rows)
-    assert fast._tables is not None and fast._tables.usable
-    # a tree splits on some input twice on one path: the merge case is exercised
-    tables = fast._tables
-    per_leaf_path = np.diff(tables.path_start)
-    assert (per_leaf_path > tables.n_unique).any()
-    assert np.abs(by_table - fast.contributions_by_path(rows)).max() < 1e-12
-    python_rows = contributions._kernel(lambda f: f)[0]  # the kernel without numba
+    by_leaf = fast.contributions(rows)
+    paths = fast._paths
+    assert paths is not None
+    # some path splits on one input twice: the merged-slot case is exercised
+    assert (np.diff(paths.path_start) > paths.n_unique).any()
+    assert paths.n_unique.max() >= 6  # several Gauss-Legendre orders
+    assert np.abs(by_leaf - fast.contributions_by_path(rows)).max() < 1e-12
+    path_walk, leaf_walk = contributions._kernel(lambda f: f)  # without numba
     few = rows[::300]
-    plain = python_rows(
+    plain = leaf_walk(
+        few, fast.feature, fast.threshold, fast.missing_left, paths.path_start,
+        paths.path_node, paths.path_slot, paths.path_left, paths.slot_start, paths.n_unique,
+        paths.slot_feature, paths.slot_zero, paths.leaf_value, paths.nodes, paths.weights,
+    )  # fmt: skip
+    assert np.abs(plain - by_leaf[::300]).max() < 1e-12
+    plain_walk = path_walk(
         few, fast.roots_in_order, fast.feature, fast.threshold, fast.missing_left,
         fast.left, fast.right, fast.is_leaf, fast.value, fast.cover, fast.depth,
     )  # fmt: skip
-    assert np.abs(plain - by_table[::300]).max() < 1e-12
-    # over the table budget: the path walk serves the same values
-    monkeypatch.setattr(contributions, "MAX_TABLE_ENTRIES", 0)
-    walk_only = FastCalibratedHGB(*_unwrap(model))  # type: ignore[misc]
-    assert np.abs(walk_only.contributions(few) - by_table[::300]).max() < 1e-12
-    assert walk_only._tables is not None and not walk_only._tables.usable
+    assert np.abs(plain_walk - by_leaf[::300]).max() < 1e-12
 
 
 @dataclass

@@ -21,10 +21,18 @@ that map is strictly increasing, so an input with ``phi > 0`` pushed the
 probability up. Contributions are therefore in log-odds and sum to the raw
 score every calibrator reads; the probability is reported beside them.
 
-The kernel reads the same flattened arrays as ``tree_kernels`` (sklearn's own
+Two kernels over the same flattened arrays as ``tree_kernels`` (sklearn's own
 nodes: ``x <= threshold`` goes left, NaN follows ``missing_go_to_left``) plus
-each node's training ``count``. It is compiled with numba when numba loads;
-the same function runs as plain Python otherwise (correct, ~100x slower).
+each node's training ``count``:
+
+- ``_leaf_rows`` (served): leaf by leaf in closed form, an exact
+  Gauss-Legendre integral of the Shapley weights (see its docstring), over
+  paths flattened once at load (``LeafPaths``); O(leaves * d * d/2) per row.
+- ``_rows``: shap's published recursion (EXTEND / UNWIND / UNWOUND_SUM),
+  O(leaves * depth^2) per row; the reference the tests hold the first to.
+
+Both compile with numba when it loads (on first call) and run as plain Python
+otherwise (correct, ~100x slower).
 """
 
 from __future__ import annotations
@@ -174,37 +182,66 @@ def _kernel(jit: Any) -> Any:
         return phi
 
     @jit
-    def _table_rows(  # type: ignore[no-untyped-def]
+    def _leaf_rows(  # type: ignore[no-untyped-def]
         x, feature, threshold, missing_left, path_start, path_node, path_slot, path_left,
-        slot_start, n_unique, slot_feature, table_start, table,
+        slot_start, n_unique, slot_feature, slot_zero, leaf_value, nodes, weights,
     ):  # fmt: skip
-        """Contributions of every row of ``x`` from the leaf tables: per leaf, the
-        mask of its path features the row agrees with, then one table lookup."""
+        """Contributions of every row of ``x``, leaf by leaf, in closed form.
+
+        For a leaf with value v whose path tests d distinct inputs with zero
+        fractions z_j, and b_j = 1 where the row agrees with every split on
+        input j (else 0), input j's contribution is
+
+            v (b_j - z_j) sum_{S of the others} |S|! (d-1-|S|)! / d!
+                          prod_{k in S} b_k prod_{k not in S, k != j} z_k
+
+        and with |S|! (d-1-|S|)! / d! = integral_0^1 s^|S| (1-s)^(d-1-|S|) ds
+        the sum is the integral over [0, 1] of prod_{k != j} (b_k s + z_k (1 - s)),
+        a polynomial of degree d - 1: Gauss-Legendre with ceil(d / 2) nodes is
+        exact (``nodes``/``weights`` row q: the q-node rule on [0, 1]). Every
+        leaf costs O(d ceil(d/2)), with no branch on the row's values."""
         n_nodes = feature.shape[0]
         goes_left = np.empty(n_nodes, dtype=np.bool_)
         phi = np.zeros(x.shape, dtype=np.float64)
+        qmax = nodes.shape[1]
+        width = 2 * qmax + 1
+        f = np.empty((width, qmax), dtype=np.float64)
+        prod = np.empty(qmax, dtype=np.float64)
         for r in range(x.shape[0]):
             for node in range(n_nodes):  # leaves carry feature 0: computed, never read
                 xv = x[r, feature[node]]
                 goes_left[node] = missing_left[node] if xv != xv else xv <= threshold[node]
             for leaf in range(n_unique.shape[0]):
                 d = n_unique[leaf]
+                first = slot_start[leaf]
                 mask = (1 << d) - 1
                 for k in range(path_start[leaf], path_start[leaf + 1]):
-                    if goes_left[path_node[k]] != path_left[k]:
-                        mask &= ~(1 << path_slot[k])
-                base = table_start[leaf] + mask * d
-                first = slot_start[leaf]
-                for s in range(d):
-                    phi[r, slot_feature[first + s]] += table[base + s]
+                    mask &= ~((goes_left[path_node[k]] ^ path_left[k]) << path_slot[k])
+                nq = (d + 1) // 2
+                for q in range(nq):
+                    prod[q] = 1.0
+                for j in range(d):
+                    b = (mask >> j) & 1
+                    z = slot_zero[first + j]
+                    for q in range(nq):
+                        s = nodes[nq, q]
+                        f[j, q] = b * s + z * (1.0 - s)
+                        prod[q] *= f[j, q]
+                v = leaf_value[leaf]
+                for j in range(d):
+                    acc = 0.0
+                    for q in range(nq):
+                        acc += weights[nq, q] * prod[q] / f[j, q]
+                    b = (mask >> j) & 1
+                    phi[r, slot_feature[first + j]] += v * (b - slot_zero[first + j]) * acc
         return phi
 
-    return _rows, _table_rows
+    return _rows, _leaf_rows
 
 
 @cache
 def load() -> tuple[Any, Any]:
-    """(path walk, table walk), compiled with numba on first call; plain Python without it."""
+    """(path walk, leaf walk), compiled by numba on first call; plain Python without it."""
     try:
         import numba
 
@@ -212,36 +249,6 @@ def load() -> tuple[Any, Any]:
     except Exception as exc:  # ImportError or a numba/llvm failure
         log.warning("compiled contributions unavailable (%s): using plain Python", exc)
         return _kernel(lambda f: f)
-
-
-def leaf_tables(zero: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """(leaves, 2**d, d) for leaves whose paths test d inputs each (``zero``:
-    (leaves, d) zero fractions; ``value``: (leaves,)): for each mask of the path
-    inputs a row agrees with, each input's contribution from that leaf. shap's
-    EXTEND over the path, then UNWOUND_SUM per input, for all masks at once."""
-    n, d = zero.shape
-    one = ((np.arange(1 << d)[:, None] >> np.arange(d)[None, :]) & 1).astype(np.float64)
-    pw = np.zeros((n, 1 << d, d + 1))
-    pw[:, :, 0] = 1.0  # the root's empty element
-    for s in range(d):  # EXTEND with input s at unique depth u
-        u = s + 1
-        o, z = one[None, :, s], zero[:, s : s + 1]
-        for i in range(u - 1, -1, -1):
-            pw[:, :, i + 1] += o * pw[:, :, i] * (i + 1) / (u + 1)
-            pw[:, :, i] = z * pw[:, :, i] * (u - i) / (u + 1)
-    # UNWOUND_SUM for every input at once, both branches: the row agrees with
-    # the input (one fraction 1) or not (0); (leaves, masks, d)
-    z = zero[:, None, :]
-    next_one = np.repeat(pw[:, :, d : d + 1], d, axis=2)
-    agree = np.zeros((n, 1 << d, d))
-    disagree = np.zeros((n, 1 << d, d))
-    for i in range(d - 1, -1, -1):
-        tmp = next_one * (d + 1) / (i + 1)
-        agree += tmp
-        next_one = pw[:, :, i : i + 1] - tmp * z * ((d - i) / (d + 1))
-        disagree += pw[:, :, i : i + 1] / z / ((d - i) / (d + 1))
-    total = np.where(one[None] == 1.0, agree, disagree)
-    return total * (one[None] - z) * value[:, None, None]  # type: ignore[no-any-return]
 
 
 def expected_value(
@@ -262,37 +269,23 @@ def expected_value(
     return float(total)
 
 
-# A leaf whose path tests d distinct inputs has a table of 2**d * d entries.
-# The production trees (15 leaves, depth 5-12) need a few MB; past this many
-# entries the path walk (same values, ~20x slower per row) is used instead.
-MAX_TABLE_ENTRIES = 1 << 24
+class LeafPaths:
+    """Each leaf's path, flattened once at load, for ``_leaf_rows``.
 
-
-class LeafTables:
-    """Path-dependent TreeSHAP as one table lookup per leaf.
-
-    A row's contribution from one leaf depends on the row only through which
-    of the leaf's path inputs it agrees with (every split on that input sends
-    it the leaf's way): a bit mask over at most ``depth`` inputs. So every
-    mask's contributions are computed once, at load, with the same EXTEND /
-    UNWOUND_SUM arithmetic as the path walk; a row then costs one comparison
-    per node and, per leaf, its path's bits and ``d`` additions. Same values as
-    the path walk to rounding (tests: 1e-12).
+    Per leaf: its path's split nodes with the side the leaf is on and the
+    slot of the input tested (an input split on twice shares one slot, whose
+    zero fraction is the product over its splits), each slot's input and zero
+    fraction (cover of the child taken / cover of the node), and the leaf's
+    value. Leaves are ordered by their number of slots, so the kernel's inner
+    loops run the same number of times leaf after leaf (measured: the loop
+    exits were otherwise mispredicted on most leaves).
     """
 
     def __init__(
         self, roots: np.ndarray, feature: np.ndarray, left: np.ndarray, right: np.ndarray,
         is_leaf: np.ndarray, value: np.ndarray, cover: np.ndarray,
     ) -> None:  # fmt: skip
-        path_start: list[int] = [0]
-        path_node: list[int] = []
-        path_slot: list[int] = []
-        path_left: list[bool] = []
-        slot_start: list[int] = []
-        n_unique: list[int] = []
-        slot_feature: list[int] = []
-        slot_zero: list[float] = []
-        leaf_value: list[float] = []
+        leaves: list[tuple[list[tuple[int, int, bool]], list[int], list[float], float]] = []
         for root in roots:
             stack: list[tuple[int, list[tuple[int, bool]]]] = [(int(root), [])]
             while stack:
@@ -303,47 +296,28 @@ class LeafTables:
                     continue
                 slots: dict[int, int] = {}
                 zeros: list[float] = []
+                steps: list[tuple[int, int, bool]] = []
                 for parent, went_left in path:
                     f = int(feature[parent])
                     child = left[parent] if went_left else right[parent]
                     if f not in slots:
                         slots[f] = len(zeros)
                         zeros.append(1.0)
-                    # a repeated input's zero fraction is the product over its splits
                     zeros[slots[f]] *= float(cover[child] / cover[parent])
-                    path_node.append(int(parent))
-                    path_slot.append(slots[f])
-                    path_left.append(went_left)
-                path_start.append(len(path_node))
-                slot_start.append(len(slot_feature))
-                n_unique.append(len(zeros))
-                slot_feature += list(slots)
-                slot_zero += zeros
-                leaf_value.append(float(value[node]))
-        self.n_unique = np.array(n_unique, dtype=np.int64)
-        sizes = (1 << self.n_unique) * self.n_unique
-        self.entries = int(sizes.sum())
-        self.table_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        self.path_start = np.array(path_start, dtype=np.int64)
-        self.path_node = np.array(path_node, dtype=np.int64)
-        self.path_slot = np.array(path_slot, dtype=np.int64)
-        self.path_left = np.array(path_left, dtype=np.bool_)
-        self.slot_start = np.array(slot_start, dtype=np.int64)
-        self.slot_feature = np.array(slot_feature, dtype=np.int64)
-        self.table = np.empty(0, dtype=np.float64)
-        if self.entries <= MAX_TABLE_ENTRIES:
-            self.table = np.empty(self.entries, dtype=np.float64)
-            zeros_all, values = np.array(slot_zero), np.array(leaf_value)
-            for d in np.unique(self.n_unique):  # all leaves testing d inputs at once
-                leaves = np.flatnonzero(self.n_unique == d)
-                slot_idx = self.slot_start[leaves][:, None] + np.arange(d)[None, :]
-                block = leaf_tables(zeros_all[slot_idx].reshape(len(leaves), d), values[leaves])
-                at = self.table_start[leaves][:, None] + np.arange(block[0].size)[None, :]
-                self.table[at] = block.reshape(len(leaves), -1)
-
-    @property
-    def usable(self) -> bool:
-        return self.table.shape[0] == self.entries
+                    steps.append((int(parent), slots[f], went_left))
+                leaves.append((steps, list(slots), zeros, float(value[node])))
+        leaves.sort(key=lambda leaf: len(leaf[1]))
+        self.path_start = np.cumsum([0] + [len(lf[0]) for lf in leaves]).astype(np.int64)
+        steps_all = [step for lf in leaves for step in lf[0]]
+        self.path_node = np.array([n for n, _, _ in steps_all], dtype=np.int64)
+        self.path_slot = np.array([k for _, k, _ in steps_all], dtype=np.int64)
+        self.path_left = np.array([w for _, _, w in steps_all], dtype=np.int64)
+        self.n_unique = np.array([len(lf[1]) for lf in leaves], dtype=np.int64)
+        self.slot_start = np.cumsum([0, *self.n_unique[:-1]]).astype(np.int64)
+        self.slot_feature = np.array([f for lf in leaves for f in lf[1]], dtype=np.int64)
+        self.slot_zero = np.array([z for lf in leaves for z in lf[2]], dtype=np.float64)
+        self.leaf_value = np.array([lf[3] for lf in leaves], dtype=np.float64)
+        self.nodes, self.weights = gauss_legendre(int(self.n_unique.max(initial=0)))
 
     def __call__(
         self, x: np.ndarray, feature: np.ndarray, threshold: np.ndarray, missing_left: np.ndarray
@@ -351,5 +325,16 @@ class LeafTables:
         return load()[1](  # type: ignore[no-any-return]
             x, feature, threshold, missing_left, self.path_start, self.path_node,
             self.path_slot, self.path_left, self.slot_start, self.n_unique,
-            self.slot_feature, self.table_start, self.table,
+            self.slot_feature, self.slot_zero, self.leaf_value, self.nodes, self.weights,
         )  # fmt: skip
+
+
+def gauss_legendre(max_slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row q: the q-node Gauss-Legendre rule on [0, 1] (exact to degree 2q - 1),
+    for q up to ceil(max_slots / 2)."""
+    top = max(1, (max_slots + 1) // 2)
+    nodes, weights = np.zeros((top + 1, top)), np.zeros((top + 1, top))
+    for q in range(1, top + 1):
+        x, w = np.polynomial.legendre.leggauss(q)
+        nodes[q, :q], weights[q, :q] = (x + 1.0) / 2.0, w / 2.0
+    return nodes, weights

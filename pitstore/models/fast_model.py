@@ -78,7 +78,7 @@ class FastCalibratedHGB:
         self.n_features = int(hgb.n_features_in_)
         self.calibrators = calibrators
         self.kernels = tree_kernels.load() if compiled else None
-        self._tables: contributions.LeafTables | None = None
+        self._paths: contributions.LeafPaths | None = None
         self.expected_value = contributions.expected_value(
             offsets, left, right, leaf, self.value, self.cover, self.baseline
         )
@@ -129,18 +129,17 @@ class FastCalibratedHGB:
         x = np.ascontiguousarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected (rows, {self.n_features}) input, got {x.shape}")
-        if self._tables is None:  # built on first use: ~0.1 s at load, not per request
-            self._tables = contributions.LeafTables(
+        if self._paths is None:  # flattened on first use (at load: compile_fast checks it)
+            self._paths = contributions.LeafPaths(
                 self.roots_in_order, self.feature, self.left, self.right,
                 self.is_leaf, self.value, self.cover,
             )  # fmt: skip
-        if self._tables.usable:
-            return self._tables(x, self.feature, self.threshold, self.missing_left)
-        return self.contributions_by_path(x)
+        return self._paths(x, self.feature, self.threshold, self.missing_left)
 
     def contributions_by_path(self, x: np.ndarray) -> np.ndarray:
-        """``contributions`` by walking every path per row (shap's algorithm as
-        published): the reference the leaf tables are tested against."""
+        """``contributions`` by shap's published algorithm (a walk over every
+        path, O(leaves depth^2) per row): the reference the leaf kernel is tested
+        against."""
         x = np.ascontiguousarray(x, dtype=np.float64)
         return contributions.load()[0](  # type: ignore[no-any-return]
             x,
