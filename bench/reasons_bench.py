@@ -49,8 +49,8 @@ def synthetic(n: int, seed: int) -> pd.DataFrame:
     return frame
 
 
-def old_modules(rev: str) -> types.ModuleType:
-    """The scoring module as of ``rev``, wired to that revision's fast path."""
+def old_modules(rev: str) -> tuple[types.ModuleType, types.ModuleType]:
+    """The scoring and fast-path modules as of ``rev``, wired to each other."""
 
     def load(path: str, name: str, inject: dict[str, Any], drop: str = "") -> types.ModuleType:
         source = subprocess.run(
@@ -69,12 +69,13 @@ def old_modules(rev: str) -> types.ModuleType:
         {"tree_kernels": kernels},
         "from pitstore.models import tree_kernels\n",
     )
-    return load(
+    scoring_then = load(
         "pitstore/serving/scoring.py",
         "old_scoring",
         {"substitution_matrix": fast.substitution_matrix},
         "from pitstore.models.fast_model import substitution_matrix\n",
-    ), fast  # type: ignore[return-value]
+    )
+    return scoring_then, fast
 
 
 class Loaded:  # the registry's LoadedModel, as serving sees it
