@@ -112,7 +112,7 @@ def test_leaf_kernel_equals_the_path_walk_and_plain_python(
     path_walk, leaf_walk = contributions._kernel(lambda f: f)  # without numba
     few = rows[::300]
     plain = leaf_walk(
-        few, fast.feature, fast.threshold, fast.missing_left, paths.path_start,
+        few, fast.feature, fast.threshold, fast.missing_left, paths.split_nodes, paths.path_start,
         paths.path_node, paths.path_slot, paths.path_left, paths.slot_start, paths.n_unique,
         paths.slot_feature, paths.slot_zero, paths.leaf_value, paths.nodes, paths.weights,
     )  # fmt: skip

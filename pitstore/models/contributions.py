@@ -183,8 +183,8 @@ def _kernel(jit: Any) -> Any:
 
     @jit
     def _leaf_rows(  # type: ignore[no-untyped-def]
-        x, feature, threshold, missing_left, path_start, path_node, path_slot, path_left,
-        slot_start, n_unique, slot_feature, slot_zero, leaf_value, nodes, weights,
+        x, feature, threshold, missing_left, split_nodes, path_start, path_node, path_slot,
+        path_left, slot_start, n_unique, slot_feature, slot_zero, leaf_value, nodes, weights,
     ):  # fmt: skip
         """Contributions of every row of ``x``, leaf by leaf, in closed form.
 
@@ -208,7 +208,7 @@ def _kernel(jit: Any) -> Any:
         f = np.empty((width, qmax), dtype=np.float64)
         prod = np.empty(qmax, dtype=np.float64)
         for r in range(x.shape[0]):
-            for node in range(n_nodes):  # leaves carry feature 0: computed, never read
+            for node in split_nodes:  # the side the row takes at every split, once
                 xv = x[r, feature[node]]
                 goes_left[node] = missing_left[node] if xv != xv else xv <= threshold[node]
             for leaf in range(n_unique.shape[0]):
@@ -318,13 +318,14 @@ class LeafPaths:
         self.slot_zero = np.array([z for lf in leaves for z in lf[2]], dtype=np.float64)
         self.leaf_value = np.array([lf[3] for lf in leaves], dtype=np.float64)
         self.nodes, self.weights = gauss_legendre(int(self.n_unique.max(initial=0)))
+        self.split_nodes = np.flatnonzero(~np.asarray(is_leaf, dtype=bool)).astype(np.int64)
 
     def __call__(
         self, x: np.ndarray, feature: np.ndarray, threshold: np.ndarray, missing_left: np.ndarray
     ) -> np.ndarray:
         return load()[1](  # type: ignore[no-any-return]
-            x, feature, threshold, missing_left, self.path_start, self.path_node,
-            self.path_slot, self.path_left, self.slot_start, self.n_unique,
+            x, feature, threshold, missing_left, self.split_nodes, self.path_start,
+            self.path_node, self.path_slot, self.path_left, self.slot_start, self.n_unique,
             self.slot_feature, self.slot_zero, self.leaf_value, self.nodes, self.weights,
         )  # fmt: skip
 
