@@ -57,8 +57,8 @@ def serve_row(url: str, row: pd.Series, now: datetime) -> None:
 def test_trained_served_reasons_use_the_training_reference(
     trained: TrainReport,
     settings: Settings,
-    pipeline: Settings,
-    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    pipeline: Settings,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     card = trained.card
     columns = card["feature_columns"]
