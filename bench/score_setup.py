@@ -38,12 +38,14 @@ def train_model(home: Path) -> None:
 
     from pitstore.core.config import Settings
     from pitstore.models.registry import promote, save_model
-    from pitstore.training.model import fit
+    from pitstore.training.model import explanation_card, fit, reference_stats
 
     frame = ts.synthetic_frame(6000)
     model = fit(frame, ts.COLUMNS)
     x = frame[ts.COLUMNS].to_numpy()
     card = ts.synthetic_card(frame, "bench")
+    card["reference"] = reference_stats(frame, ts.COLUMNS)  # what `pitstore train` writes
+    card["explanation"] = explanation_card(model)
     settings = Settings(pitstore_home=home)
     save_model(settings, model, card, frame["label"].to_numpy(), model.predict_proba(x)[:, 1])
     promote(settings, ts.VERSION)

@@ -20,7 +20,6 @@ from pitstore.models.fast_model import (
     _unwrap,
     compile_fast,
     probe_rows,
-    substitution_matrix,
     with_fast_path,
 )
 from pitstore.serving.scoring import score_row
@@ -89,36 +88,32 @@ def test_compiled_and_numpy_walks_equal_sklearn(model: Any) -> None:
     assert np.array_equal(numpy_walk.proba(probes), slow)
 
 
-def test_substitutions_equal_sklearn_on_the_explanation_matrix(model: Any) -> None:
-    fast = compile_fast(model)
-    assert fast is not None
-    numpy_walk = FastCalibratedHGB(*_unwrap(model), compiled=False)  # type: ignore[misc]
-    probes = probe_rows(fast, n=401, seed=11)  # NaN and at-threshold values on both sides
-    for base, refs in zip(probes[:-1], probes[1:], strict=True):
-        matrix = substitution_matrix(base, refs)
-        assert matrix.shape == (len(COLUMNS) + 1, len(COLUMNS))
-        slow = model.predict_proba(matrix)[:, 1]
-        assert np.array_equal(fast.proba_substitutions(base, refs), slow)
-        assert np.array_equal(numpy_walk.proba_substitutions(base, refs), slow)
-    with pytest.raises(ValueError, match="expected"):
-        fast.proba_substitutions(probes[0][:3], probes[1])
+def test_score_row_scores_identically_with_and_without_fast_path(model: Any) -> None:
+    """The same score and decision either way; the fast path explains with exact
+    TreeSHAP (log-odds), the slow one by substituting training medians."""
+    from pitstore.training.model import reference_stats
 
-
-def test_score_row_identical_with_and_without_fast_path(model: Any) -> None:
     rows = frame(50, 2)
     card = {
         "threshold": 0.5,
         "review_band": [0.3, 0.7],
-        "feature_medians": {c: float(rows[c].median()) for c in COLUMNS},
+        "reference": reference_stats(frame(3000, 0), COLUMNS),  # what training writes
     }
     slow = Loaded(card, COLUMNS, model)
     fast = with_fast_path(slow)
     assert isinstance(fast, FastModel) and fast.card is card and fast.model is model
+    scored = 0
     for _, r in rows.iterrows():
         row = {c: float(r[c]) for c in COLUMNS if not np.isnan(r[c])}
         if len(row) < len(COLUMNS):
             continue  # serving never scores a row with a missing input
-        assert score_row(fast, row) == score_row(slow, row)
+        f, s = score_row(fast, row), score_row(slow, row)
+        assert (f.score, f.decision, f.model_input) == (s.score, s.decision, s.model_input)
+        assert f.explanation["method"] == "tree_shap_path_dependent"
+        assert s.explanation["method"] == "median_substitution"
+        assert all(x.contribution > 0 for x in f.reasons + s.reasons)
+        scored += 1
+    assert scored > 40
 
 
 def test_unsupported_models_keep_the_slow_path() -> None:

@@ -24,9 +24,6 @@ import pytest
 import redis
 import uvicorn
 from prometheus_client import values as prometheus_values
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from pitstore.core.config import Settings
 from pitstore.core.request_features import REQUEST_FEATURES
@@ -82,22 +79,27 @@ def synthetic_card(frame: pd.DataFrame, tag: str) -> dict[str, object]:
         "feature_columns": COLUMNS,
         "code_version": tag,
         "created_at": NOW.isoformat(),
-        # Reference values for the reasons (serving.scoring reads them if present).
-        "feature_medians": {c: float(frame[c].median()) for c in COLUMNS},
     }
 
 
 def train_tiny_model(home: Path) -> None:
-    """A real sklearn model on synthetic data, saved and promoted via training.registry."""
+    """The production model shape (training.model.fit) on synthetic data, with the
+    reference and explanation card entries training writes, saved and promoted."""
+    from threadpoolctl import threadpool_limits
+
     from pitstore.models.registry import promote, save_model
+    from pitstore.training.model import explanation_card, fit, reference_stats
 
     frame = synthetic_frame(800)
     y = frame["label"].to_numpy()
-    x = frame[COLUMNS].to_numpy()  # the registry's LoadedModel feeds numpy in feature_columns order
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
-    settings = Settings(pitstore_home=home)
-    save_model(settings, model, synthetic_card(frame, "test"), y, model.predict_proba(x)[:, 1])
-    promote(settings, VERSION)
+    with threadpool_limits(1, user_api="openmp"):  # OpenMP threads spin on a busy box
+        model = fit(frame, COLUMNS)
+        p = model.predict_proba(frame[COLUMNS].to_numpy())[:, 1]
+    card = synthetic_card(frame, "test")
+    card["reference"] = reference_stats(frame, COLUMNS)
+    card["explanation"] = explanation_card(model)
+    save_model(Settings(pitstore_home=home), model, card, y, p)
+    promote(Settings(pitstore_home=home), VERSION)
 
 
 # --- features in Redis ------------------------------------------------------------
@@ -170,7 +172,8 @@ class Server:
 
     def __enter__(self) -> Server:
         self.thread.start()
-        deadline = time.monotonic() + 10
+        # start-up compiles the tree kernels (numba): seconds on a busy 2-core box
+        deadline = time.monotonic() + 30
         while not self.server.started:
             assert time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.02)
@@ -232,6 +235,10 @@ def test_happy_path_reasons_lookup_and_explain(served: tuple[Server, ServingSett
         words = [r["text"] for r in risky["reasons"]]
         assert any("Number of transactions over the last 1h on this account: 9" in w for w in words)
         assert all(r["contribution"] > 0 for r in risky["reasons"])
+        # measured against the training rows, not against zero
+        assert all(r["typical"] and r["percentile"] is not None for r in risky["reasons"])
+        assert risky["explanation"]["method"] == "tree_shap_path_dependent"
+        assert calm["reasons"] == [] or all(r["contribution"] > 0 for r in calm["reasons"])
         assert risky["request_features"]["amount_vs_30d_mean"] == 25.0
         assert risky["latency_ms"] < ss.budget_ms
 
@@ -302,6 +309,13 @@ def test_the_lean_score_route_keeps_the_schema_and_the_method_check(
         spec = http.get("/openapi.json").json()
         body = spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]["application/json"]
         assert "account_id" in body["schema"]["properties"]
+        # the response is described too (it was ``{}``): the logged decision record
+        for path, method in (("/v1/score", "post"), ("/v1/decisions/{decision_id}", "get")):
+            ok = spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]
+            assert ok["schema"] == {"$ref": "#/components/schemas/DecisionRecord"}
+        record = spec["components"]["schemas"]["DecisionRecord"]
+        assert {"decision", "score", "reasons", "explanation"} <= set(record["properties"])
+        assert "percentile" in spec["components"]["schemas"]["ModelReason"]["properties"]
         assert http.get("/v1/score").status_code == 405
 
 

@@ -1,17 +1,17 @@
-"""A fast predict path for the production model shape, bit-identical to sklearn's.
+"""A fast predict path for the production model shape, bit-identical to sklearn's,
+and the exact contributions that explain it.
 
 The model (``training.model.fit``) is a HistGradientBoostingClassifier wrapped
-in ``CalibratedClassifierCV(FrozenEstimator(...), method="sigmoid")``. Scoring
-one request asks for ~30 rows (the request plus one row per input with that
-input at its typical value, for the reasons). sklearn spends most of that call
-on per-call validation and a Python loop over 200 trees, and its OpenMP
-prediction threads spin against the server's other threads on a small machine
-(measured: p50 ~2 ms single-threaded, p99 seconds with OpenMP on a busy
-2-core box). This module flattens every tree into arrays once; the walk is
-compiled (``serving.tree_kernels``, numba) where numba loads, else numpy over
-all trees and rows together, level by level. The explanation rows differ from
-the request in one input each, so ``proba_substitutions`` scores them without
-building them, re-walking a tree only where that input is on the request's path.
+in ``CalibratedClassifierCV(FrozenEstimator(...), method="sigmoid")``. sklearn
+spends most of a one-row ``predict_proba`` on per-call validation and a Python
+loop over 200 trees, and its OpenMP prediction threads spin against the
+server's other threads on a small machine (measured: p50 ~2 ms
+single-threaded, p99 seconds with OpenMP on a busy 2-core box; see
+docs/decisions/0004-tree-kernels.md). This module flattens every tree into
+arrays once; the walk is compiled (``models.tree_kernels``, numba) where numba
+loads, else numpy over all trees and rows together, level by level. The same
+arrays feed ``models.contributions`` (exact path-dependent TreeSHAP of the raw
+log-odds), which gives the reasons.
 
 Identical results, not approximately equal ones: the traversal applies the
 same comparisons as sklearn's ``_predict_one_from_raw_data`` (NaN follows
@@ -20,7 +20,8 @@ summed in sklearn's order (baseline, then tree 1, 2, ...) with a sequential
 ``cumsum``, and the calibration is sklearn's own expression. ``compile_fast``
 refuses any model it does not recognise (categorical splits, multiclass,
 another calibrator...) and checks itself against the slow path on probe rows
-before it is used; the tests compare the two on many rows, NaN included.
+before it is used (and that the contributions add up to the raw score); the
+tests compare the two on many rows, NaN included.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from pitstore.models import tree_kernels
+from pitstore.models import contributions, tree_kernels
 
 log = logging.getLogger("pitstore.serving")
+# |expected value + sum of contributions - raw score| allowed (float rounding).
+ADDITIVITY_TOLERANCE = 1e-9
 
 
 class FastCalibratedHGB:
@@ -53,7 +56,7 @@ class FastCalibratedHGB:
         left = np.where(leaf, here, nodes["left"].astype(np.intp) + per_node_offset)
         right = np.where(leaf, here, nodes["right"].astype(np.intp) + per_node_offset)
         self.children = np.stack([left, right], axis=1).ravel()  # [2*node + went_right]
-        # The compiled walk (serving.tree_kernels) stops at leaves and keeps
+        # The compiled walk (models.tree_kernels) stops at leaves and keeps
         # sklearn's tree order.
         self.left, self.right, self.is_leaf = left, right, leaf
         self.roots_in_order = offsets
@@ -61,6 +64,8 @@ class FastCalibratedHGB:
         self.threshold = nodes["num_threshold"].astype(np.float64)
         self.missing_left = nodes["missing_go_to_left"].astype(bool)
         self.value = nodes["value"].astype(np.float64)
+        # Training samples per node: the covers TreeSHAP weighs paths by.
+        self.cover = nodes["count"].astype(np.float64)
         # Deepest trees first, so level d only walks the trees deeper than d
         # (depths here run 5-12); ``unsort`` restores sklearn's tree order.
         depths = np.array([int(t["depth"].max()) for t in trees])
@@ -73,6 +78,10 @@ class FastCalibratedHGB:
         self.n_features = int(hgb.n_features_in_)
         self.calibrators = calibrators
         self.kernels = tree_kernels.load() if compiled else None
+        self._paths: contributions.LeafPaths | None = None
+        self.expected_value = contributions.expected_value(
+            offsets, left, right, leaf, self.value, self.cover, self.baseline
+        )
 
     def _tree_args(self) -> tuple[Any, ...]:
         return (
@@ -92,13 +101,6 @@ class FastCalibratedHGB:
         if self.kernels is not None:
             return self.kernels[0](x, *self._tree_args())  # type: ignore[no-any-return]
         return self.raw_numpy(x)
-
-    def raw_substitutions(self, base: np.ndarray, refs: np.ndarray) -> np.ndarray:
-        """decision_function for ``base`` (row 0) and, in row ``i + 1``, for
-        ``base`` with input ``i`` set to ``refs[i]``."""
-        if self.kernels is not None:
-            return self.kernels[1](base, refs, *self._tree_args())  # type: ignore[no-any-return]
-        return self.raw_numpy(substitution_matrix(base, refs))
 
     def raw_numpy(self, x: np.ndarray) -> np.ndarray:
         """``raw`` without compiled code: all trees and rows level by level."""
@@ -121,20 +123,49 @@ class FastCalibratedHGB:
         stacked[1:] = self.value.take(nodes)[:, self.unsort].T
         return np.cumsum(stacked, axis=0)[-1]
 
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Each input's exact TreeSHAP contribution to ``raw(x)``, per row
+        (rows x features, log-odds): ``expected_value + row sum == raw``."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"expected (rows, {self.n_features}) input, got {x.shape}")
+        if self._paths is None:  # flattened on first use (at load: compile_fast checks it)
+            self._paths = contributions.LeafPaths(
+                self.roots_in_order, self.feature, self.left, self.right,
+                self.is_leaf, self.value, self.cover,
+            )  # fmt: skip
+        return self._paths(x, self.feature, self.threshold, self.missing_left)
+
+    def contributions_by_path(self, x: np.ndarray) -> np.ndarray:
+        """``contributions`` by shap's published algorithm (a walk over every
+        path, O(leaves depth^2) per row): the reference the leaf kernel is tested
+        against."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        return contributions.load()[0](  # type: ignore[no-any-return]
+            x,
+            self.roots_in_order,
+            self.feature,
+            self.threshold,
+            self.missing_left,
+            self.left,
+            self.right,
+            self.is_leaf,
+            self.value,
+            self.cover,
+            self.depth,
+        )
+
+    def calibration_is_increasing(self) -> bool:
+        """Every sigmoid ``expit(-(a t + b))`` rises with the raw score ``t`` (a < 0):
+        then a positive contribution raised the probability too."""
+        return all(a < 0 for a, _ in self.calibrators)
+
     def proba(self, x: np.ndarray) -> np.ndarray:
         """The calibrated probability of class 1, one per row of ``x``."""
         x = np.ascontiguousarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected (rows, {self.n_features}) input, got {x.shape}")
         return self.calibrate(self.raw(x))
-
-    def proba_substitutions(self, base: np.ndarray, refs: np.ndarray) -> np.ndarray:
-        """``proba(substitution_matrix(base, refs))``, without building the matrix."""
-        base = np.ascontiguousarray(base, dtype=np.float64)
-        refs = np.ascontiguousarray(refs, dtype=np.float64)
-        if base.shape != (self.n_features,) or refs.shape != (self.n_features,):
-            raise ValueError(f"expected ({self.n_features},) inputs, got {base.shape}/{refs.shape}")
-        return self.calibrate(self.raw_substitutions(base, refs))
 
     def calibrate(self, t: np.ndarray) -> np.ndarray:
         """sklearn's sigmoid calibration of raw scores ``t``, averaged over calibrators."""
@@ -179,6 +210,12 @@ def _unwrap(model: Any) -> tuple[Any, list[tuple[float, float]]] | None:
     return hgb, calibrators
 
 
+def calibration_terms(model: Any) -> list[tuple[float, float]] | None:
+    """[(a, b) per sigmoid calibrator] of the production model shape, else None."""
+    parts = _unwrap(model)
+    return None if parts is None else [(float(a), float(b)) for a, b in parts[1]]
+
+
 def probe_rows(fast: FastCalibratedHGB, n: int = 512, seed: int = 0) -> np.ndarray:
     """Rows that exercise every kind of branch: values on either side of and
     exactly at split thresholds, and NaN."""
@@ -213,14 +250,11 @@ def compile_fast(model: Any, probe: np.ndarray | None = None) -> FastCalibratedH
         if not np.array_equal(fast.proba(probe), slow):
             log.warning("fast predict path disagrees with sklearn: using sklearn")
             return None
-        # The explanation kernel: each probe row as the base, the next as the
-        # references; sklearn scores all their matrices in one call.
-        pairs = list(zip(probe[:64], probe[1:65], strict=False))
-        stacked = np.concatenate([substitution_matrix(b, r) for b, r in pairs])
-        slow = np.asarray(model.predict_proba(stacked), dtype=np.float64)[:, 1]
-        fast_all = np.concatenate([fast.proba_substitutions(b, r) for b, r in pairs])
-        if not np.array_equal(fast_all, slow):
-            log.warning("fast explanation path disagrees with sklearn: using sklearn")
+        # The contributions must add up to the raw score they explain.
+        raw = fast.raw(probe)
+        total = fast.contributions(probe).sum(axis=1) + fast.expected_value
+        if not np.allclose(total, raw, rtol=0, atol=ADDITIVITY_TOLERANCE):
+            log.warning("contributions do not add up to the raw score: using sklearn")
             return None
         return fast
     except Exception:  # any surprise: the slow path is always correct
@@ -248,9 +282,21 @@ class FastModel:
         """Class-1 probabilities for rows already in ``feature_columns`` order."""
         return self.fast.proba(x)
 
-    def predict_substitutions(self, base: np.ndarray, refs: np.ndarray) -> np.ndarray:
-        """Class-1 probabilities of ``substitution_matrix(base, refs)``'s rows."""
-        return self.fast.proba_substitutions(base, refs)
+    @property
+    def expected_value(self) -> float:
+        """The raw score the contributions are measured from (log-odds)."""
+        return self.fast.expected_value
+
+    @property
+    def calibration_increasing(self) -> bool:
+        return self.fast.calibration_is_increasing()
+
+    def score_and_contributions(self, row: np.ndarray) -> tuple[float, float, np.ndarray]:
+        """(calibrated probability, raw log-odds, each input's TreeSHAP
+        contribution to the raw log-odds) for one row in ``feature_columns`` order."""
+        x = np.ascontiguousarray(row, dtype=np.float64).reshape(1, -1)
+        raw = self.fast.raw(x)
+        return float(self.fast.calibrate(raw)[0]), float(raw[0]), self.fast.contributions(x)[0]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)

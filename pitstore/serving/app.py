@@ -37,7 +37,12 @@ from pitstore.serving.auth import CardTokenizer, KeyRing
 from pitstore.serving.guard import Guard
 from pitstore.serving.idempotency import Conflict
 from pitstore.serving.metrics import Metrics
-from pitstore.serving.schemas import ScoreRequest, time_window_error
+from pitstore.serving.schemas import (
+    DecisionRecord,
+    ErrorResponse,
+    ScoreRequest,
+    time_window_error,
+)
 from pitstore.serving.scoring import Model
 from pitstore.serving.service import ScoringService
 from pitstore.serving.settings import ServingSettings
@@ -157,6 +162,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     # the OpenAPI schema still documents the body.
     @app.post(
         "/v1/score",
+        response_model=DecisionRecord,
+        responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -224,7 +231,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     lean = Route("/v1/score", score, methods=["POST"], include_in_schema=False)
     app.router.routes.insert(0, lean)
 
-    @app.get("/v1/decisions/{decision_id}")
+    @app.get(
+        "/v1/decisions/{decision_id}",
+        response_model=DecisionRecord,
+        responses={404: {"model": ErrorResponse}},
+    )
     async def decision(decision_id: str) -> JSONResponse:
         record = await asyncio.to_thread(find_decision, settings.resolved_audit_dir, decision_id)
         if record is None:

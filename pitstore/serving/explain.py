@@ -87,8 +87,13 @@ def replay(settings: ServingSettings, decision_id: str, audit_dir: Path | None =
     if result.decision != record["decision"]:
         problems.append(f"decision {result.decision} != logged {record['decision']}")
     reasons = [r.as_dict() for r in result.reasons]
+    logged_method = (record.get("explanation") or {}).get("method")
+    if logged_method is not None and logged_method != result.explanation["method"]:
+        problems.append(f"reasons now by {result.explanation['method']}, logged by {logged_method}")
     if [r["feature"] for r in reasons] != [r["feature"] for r in record["reasons"]]:
         problems.append("top reasons differ from the logged ones")
+    elif [r["contribution"] for r in reasons] != [r["contribution"] for r in record["reasons"]]:
+        problems.append("reason contributions differ from the logged ones")
     return Replay(
         decision_id, record, result.score, result.decision, reasons, not problems, problems
     )
@@ -114,7 +119,11 @@ def verified_record(settings: ServingSettings, decision_id: str, root: Path) -> 
 
 
 def load_version(settings: ServingSettings, version: str) -> Model:
+    """The model as serving loads it: with the fast path, whose TreeSHAP
+    contributions the logged reasons are (without it they would be another method)."""
+    from pitstore.models.fast_model import with_fast_path
+
     try:
-        return load_model(settings.pitstore_settings(), version)
+        return with_fast_path(load_model(settings.pitstore_settings(), version))  # type: ignore[no-any-return]
     except Exception as exc:
         raise ExplainError(f"cannot load model version {version!r}: {exc}") from exc

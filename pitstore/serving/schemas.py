@@ -68,3 +68,94 @@ def time_window_error(req: ScoreRequest, now: datetime, skew_s: int, max_age_s: 
             "late transactions are not scored online"
         )
     return None
+
+
+# --- responses (documentation: /openapi.json) -------------------------------------
+# The service answers with the audit record itself (``serving.service``), so these
+# models describe that record; extra keys (added by later record versions) are allowed.
+
+
+class ModelReason(BaseModel):
+    """An input that raised the fraud score (a model decision)."""
+
+    feature: str = Field(description="The model input (a Feast column or a request feature).")
+    value: float | None = Field(description="Its value in this request.")
+    typical: float | None = Field(
+        description="The training rows' median of this input; null if the card has none."
+    )
+    percentile: float | None = Field(
+        None, description="About what % of training rows had this input at or below the value."
+    )
+    contribution: float = Field(
+        description="How much this input raised the score, in the explanation's unit "
+        "(log-odds for tree_shap_path_dependent), rounded to 6 decimals."
+    )
+    text: str = Field(description="The reason in plain words, for an analyst.")
+
+
+class FallbackReason(BaseModel):
+    """The rule that decided (a fallback decision)."""
+
+    feature: None = None
+    rule: str = Field(description="The fallback rule id, e.g. F6.")
+    text: str
+
+
+class Explanation(BaseModel):
+    """How the reasons' contributions were computed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    method: Literal["tree_shap_path_dependent", "median_substitution"]
+    unit: Literal["log_odds", "probability"]
+    raw_score: float | None = Field(
+        None, description="The booster's log-odds t before calibration (tree_shap only)."
+    )
+    expected_value: float | None = Field(
+        None,
+        description="expected_value + sum of every input's contribution = raw_score "
+        "(only the top reasons are listed).",
+    )
+    calibration_increasing: bool | None = Field(
+        None, description="The calibrated score rises with raw_score (positive = riskier)."
+    )
+
+
+class ViewRead(BaseModel):
+    status: Literal["ok", "stale", "missing"]
+    event_timestamp: str | None
+    age_seconds: float | None
+    values: dict[str, float | int | None]
+
+
+class DecisionRecord(BaseModel):
+    """A decision, exactly as appended (durably) to the audit log before it was returned."""
+
+    model_config = ConfigDict(extra="allow")
+
+    decision_id: str
+    decided_at: str = Field(description="ISO-8601, UTC.")
+    transaction_id: str
+    decision: Literal["approve", "review", "decline"]
+    score: float | None = Field(description="Calibrated fraud probability; null for a fallback.")
+    fallback: Literal[False] | str = Field(description="false, or why the model was not used.")
+    fallback_rule: str | None
+    fallback_rules_version: str
+    model_version: str | None
+    feature_service: str | None
+    threshold: float | None
+    review_band: list[float] | None = Field(description="[low, high]: review, then decline.")
+    request: dict[str, Any] = Field(description="The request as received (ScoreRequest).")
+    features: dict[str, ViewRead] = Field(description="Per feature view, what was read.")
+    request_features: dict[str, float] | None
+    model_input: dict[str, float] | None
+    reasons: list[ModelReason | FallbackReason]
+    explanation: Explanation | None = None
+    budget_ms: int
+    latency_ms: float
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    fields: list[dict[str, str]] | None = None
+    retry: bool | None = None

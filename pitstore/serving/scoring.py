@@ -1,20 +1,28 @@
 """Pure scoring: feature values + a loaded model -> score, decision, reasons.
 
 No I/O here. ``model`` is anything with ``predict_proba(DataFrame)`` (the
-registry's ``LoadedModel``) and ``card`` is its model card; if it also has
-``predict_substitutions(base, refs)`` (``serving.fast_model.FastModel``), that
-is used.
+registry's ``LoadedModel``) and ``card`` is its model card.
 
-Reasons: for each model input, the score change when that input alone is
-replaced by its *reference* value (the training median, from the model card)
-— "how much did this value push the score, compared with a typical
-transaction". One ``predict_proba`` call scores the request and all the
-replacements together. Contributions are not additive (this is not SHAP), but
-they are exact, model-agnostic and reproducible from the audit log.
+Reasons are the inputs that raised the fraud score most, with their value,
+the training median and the value's percentile among the training rows (the
+card's ``reference``, written by ``pitstore train``).
+
+- The production model (``models.fast_model.FastModel``): each input's exact
+  TreeSHAP contribution (path-dependent, ``models.contributions``) to the
+  booster's raw log-odds ``t``; ``expected_value + sum(contributions) == t``,
+  and the calibrated probability (the score) is a strictly increasing map of
+  ``t`` (``explanation.calibration_increasing``), so a positive contribution
+  raised the score. Method ``tree_shap_path_dependent``, unit ``log_odds``.
+- Any other model: the score change when one input alone is set to its
+  training median (method ``median_substitution``, unit ``probability``; not
+  additive). Inputs without a median are not ranked.
+
+Both are deterministic, so ``pitstore explain`` recomputes them from the log.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -30,8 +38,9 @@ from pitstore.models.fast_model import substitution_matrix
 
 APPROVE, REVIEW, DECLINE = "approve", "review", "decline"
 TOP_REASONS = 3
-# Model-card keys that may hold the per-feature reference (training medians).
-_REFERENCE_KEYS = ("feature_medians", "training_medians", "medians", "reference_values")
+TREE_SHAP, SUBSTITUTION = "tree_shap_path_dependent", "median_substitution"
+# Contributions this close to zero are rounding, not a push either way.
+_NOISE = 1e-12
 
 
 class Model(Protocol):
@@ -45,8 +54,9 @@ class Model(Protocol):
 class Reason:
     feature: str
     value: float | None
-    typical: float
-    contribution: float  # score(request) - score(request with this feature typical)
+    typical: float | None  # the training median; None when the card has none
+    percentile: float | None  # % of training rows at or below ``value``
+    contribution: float  # see the module docstring for its unit
     text: str
 
     def as_dict(self) -> dict[str, Any]:
@@ -54,6 +64,7 @@ class Reason:
             "feature": self.feature,
             "value": self.value,
             "typical": self.typical,
+            "percentile": self.percentile,
             "contribution": round(self.contribution, 6),
             "text": self.text,
         }
@@ -65,6 +76,8 @@ class ModelScore:
     decision: str
     reasons: list[Reason]
     model_input: dict[str, float]
+    # method, unit, and for TreeSHAP the raw score and expected value
+    explanation: dict[str, Any]
 
 
 def request_features(
@@ -107,59 +120,97 @@ def review_band(card: Mapping[str, Any]) -> tuple[float, float]:
     return threshold, threshold
 
 
-def references(card: Mapping[str, Any], columns: Sequence[str]) -> dict[str, float]:
-    """Each input's typical value (training median); 0.0 where the card has none."""
-    for key in _REFERENCE_KEYS:
-        ref = card.get(key)
-        if isinstance(ref, Mapping):
-            return {c: float(ref.get(c, 0.0)) for c in columns}
-    return dict.fromkeys(columns, 0.0)
+@dataclass(frozen=True)
+class Reference:
+    """The training rows' median and quantiles (0..100) per input, from the card."""
+
+    medians: Mapping[str, float | None]
+    quantiles: Mapping[str, Sequence[float] | None]
+
+    def percentile(self, column: str, value: float) -> float | None:
+        """About what % of training rows had ``column`` at or below ``value``."""
+        q = self.quantiles.get(column)
+        if not q:
+            return None
+        right = bisect.bisect_right(q, value)  # quantiles at or below the value
+        if right == 0:
+            return 0.0
+        if right == len(q) or q[right] == q[right - 1]:
+            return float(right - 1)
+        # between two distinct quantiles: interpolate (101 quantiles: 1 point apart)
+        step = 100.0 / (len(q) - 1)
+        frac = (value - q[right - 1]) / (q[right] - q[right - 1])
+        return round((right - 1 + frac) * step, 1)
+
+
+def reference(card: Mapping[str, Any]) -> Reference:
+    """The card's training reference (empty for a card written without one)."""
+    ref = card.get("reference")
+    if not isinstance(ref, Mapping):
+        return Reference({}, {})
+    return Reference(ref.get("medians") or {}, ref.get("quantiles") or {})
 
 
 def score_row(model: Model, row: Mapping[str, float]) -> ModelScore:
-    """Score one input row and explain it (one predict_proba call)."""
+    """Score one input row and explain it."""
     columns = list(model.feature_columns)
-    refs = references(model.card, columns)
+    ref = reference(model.card)
     base = np.array([row[c] for c in columns], dtype="float64")
-    ref_values = np.array([refs[c] for c in columns], dtype="float64")
-    # The fast path (serving.fast_model) scores the request and its one-input
-    # substitutions without building them; the same probabilities as
-    # predict_proba over substitution_matrix, without a DataFrame round trip.
-    predict_substitutions = getattr(model, "predict_substitutions", None)
-    if predict_substitutions is not None:
-        proba = np.asarray(predict_substitutions(base, ref_values), dtype="float64")
+    explain = getattr(model, "score_and_contributions", None)
+    if explain is not None:  # the production trees: exact TreeSHAP (models.contributions)
+        score, raw, phi = explain(base)
+        explanation: dict[str, Any] = {
+            "method": TREE_SHAP,
+            "unit": "log_odds",
+            "raw_score": raw,
+            "expected_value": model.expected_value,  # type: ignore[attr-defined]
+            "calibration_increasing": model.calibration_increasing,  # type: ignore[attr-defined]
+        }
+        contributions = phi.tolist()
     else:
-        matrix = substitution_matrix(base, ref_values)
-        frame = pd.DataFrame(matrix, columns=columns)
-        proba = np.asarray(model.predict_proba(frame), dtype="float64")
-    probs = proba[:, 1] if proba.ndim == 2 else proba
-    score = float(probs[0])
+        score, contributions = _substitution(model, columns, base, ref)
+        explanation = {"method": SUBSTITUTION, "unit": "probability"}
     if not math.isfinite(score):
         raise ValueError(f"model returned a non-finite score {score!r}")
-    contributions = {col: score - float(probs[i + 1]) for i, col in enumerate(columns)}
     return ModelScore(
         score=score,
         decision=decide(score, model.card),
-        reasons=top_reasons(contributions, row, refs),
+        reasons=top_reasons(columns, contributions, row, ref),
         model_input=dict(row),
+        explanation=explanation,
     )
 
 
+def _substitution(
+    model: Model, columns: list[str], base: np.ndarray, ref: Reference
+) -> tuple[float, list[float]]:
+    """The score, and per input its change when set to the training median
+    (one predict_proba call over the request and every substitution)."""
+    medians = [ref.medians.get(c) for c in columns]
+    refs = np.array([base[i] if m is None else m for i, m in enumerate(medians)], dtype="float64")
+    frame = pd.DataFrame(substitution_matrix(base, refs), columns=columns)
+    proba = np.asarray(model.predict_proba(frame), dtype="float64")
+    probs = proba[:, 1] if proba.ndim == 2 else proba
+    score = float(probs[0])
+    return score, [score - float(p) for p in probs[1:]]
+
+
 def top_reasons(
-    contributions: Mapping[str, float],
+    columns: Sequence[str],
+    contributions: Sequence[float],
     row: Mapping[str, float],
-    refs: Mapping[str, float],
+    ref: Reference,
     k: int = TOP_REASONS,
 ) -> list[Reason]:
-    """The inputs that raised the score most; if none did, the ones that moved it most."""
-    ranked = sorted(contributions.items(), key=lambda kv: (-kv[1], kv[0]))
-    chosen = [(c, v) for c, v in ranked if v > 1e-9][:k]
-    if not chosen:
-        chosen = sorted(contributions.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:k]
-    return [
-        Reason(col, row.get(col), refs.get(col, 0.0), contrib, describe(col, row.get(col), refs))
-        for col, contrib in chosen
-    ]
+    """The ``k`` inputs that raised the score most (none if nothing raised it)."""
+    raised = [(-c, col) for col, c in zip(columns, contributions, strict=True) if c > _NOISE]
+    out = []
+    for neg, col in sorted(raised)[:k]:
+        value = row.get(col)
+        typical = ref.medians.get(col)
+        pct = None if value is None else ref.percentile(col, value)
+        out.append(Reason(col, value, typical, pct, -neg, describe(col, value, typical, pct)))
+    return out
 
 
 # --- analyst wording ----------------------------------------------------------
@@ -182,34 +233,56 @@ def _fmt(feature_kind: str, value: float | None) -> str:
 
 
 _REQUEST_WORDS = {
-    "amount": lambda v, t: f"Amount {_money(v)} (typical {_money(t)})",
-    "amount_vs_30d_mean": lambda v, t: (
+    "amount": lambda v: f"Amount {_money(v)}",
+    "amount_vs_30d_mean": lambda v: (
         "No 30-day spending history to compare the amount with"
         if v == 0
-        else f"Amount is {v:.1f}x the account's 30-day average (typical {t:.1f}x)"
+        else f"Amount is {v:.1f}x the account's 30-day average"
     ),
-    "hour_of_day": lambda v, t: f"Made at {int(v):02d}:00 UTC (typical {int(t):02d}:00)",
-    "is_foreign": lambda v, t: "Merchant is abroad" if v else "Merchant is in the home country",
-    "is_card_not_present": lambda v, t: (
+    "hour_of_day": lambda v: f"Made at {int(v):02d}:00 UTC",
+    "is_foreign": lambda v: "Merchant is abroad" if v else "Merchant is in the home country",
+    "is_card_not_present": lambda v: (
         "Card not present (online / phone)" if v else "Card present at the terminal"
     ),
-    "is_foreign_currency": lambda v, t: (
+    "is_foreign_currency": lambda v: (
         "Charged in a foreign currency" if v else "Charged in the home currency"
     ),
 }
+# How the training median reads for a request feature (the flags: a share).
+_REQUEST_KIND = {"amount": "money", "amount_vs_30d_mean": "ratio", "hour_of_day": "hour"}
 
 
-def describe(column: str, value: float | None, refs: Mapping[str, float]) -> str:
-    """One line a fraud analyst reads, e.g. 'Transactions on this account over the
-    last 1h: 9 (typical 0)'."""
-    typical = refs.get(column, 0.0)
+def _typical(kind: str, typical: float | None, percentile: float | None) -> str:
+    """'(typical 3; 97% of training rows at or below)', or why there is no reference."""
+    if typical is None:
+        return "(no training reference)"
+    shown = (
+        f"{typical:.1f}x"
+        if kind == "ratio"
+        else f"{int(typical):02d}:00"
+        if kind == "hour"
+        else _fmt(kind, typical)
+    )
+    where = "" if percentile is None else f"; {percentile:g}% of training rows at or below"
+    return f"(typical {shown}{where})"
+
+
+def describe(
+    column: str, value: float | None, typical: float | None, percentile: float | None
+) -> str:
+    """One line a fraud analyst reads, e.g. 'Number of transactions over the last
+    1h on this account: 9 (typical 1; 99% of training rows at or below)'."""
     if column in _REQUEST_WORDS:
-        return _REQUEST_WORDS[column](value or 0.0, typical)
+        words = _REQUEST_WORDS[column](value or 0.0)
+        kind = _REQUEST_KIND.get(column)
+        if kind is None:  # a yes/no flag: the median is the usual answer
+            return words if typical is None else f"{words} (typical: {'yes' if typical else 'no'})"
+        return f"{words} {_typical(kind, typical, percentile)}"
     wording = _wording(column)
     if wording is None:
-        return f"{column} = {_fmt('number', value)} (typical {_fmt('number', typical)})"
+        return f"{column} = {_fmt('number', value)} {_typical('number', typical, percentile)}"
     prefix, kind = wording
-    return f"{prefix}: {_fmt(kind, value)} (typical {_fmt(kind, typical)})"
+    return f"{prefix}: {_fmt(kind, value)} {_typical(kind, typical, percentile)}"
 
 
 @functools.cache  # the spec is static: one lookup per column, not per request

@@ -302,6 +302,8 @@ class ScoringService:
             "request_features": req_feats,
             "model_input": result.model_input if result is not None else None,
             "reasons": reasons,
+            # how the reasons were computed (serving.scoring); None for a fallback
+            "explanation": result.explanation if reason is None else None,
             "budget_ms": self.settings.budget_ms,
         }
 

@@ -30,6 +30,7 @@ from pitstore.core.request_features import (
     request_time_features,
 )
 from pitstore.core.spec import FeatureService
+from pitstore.models.fast_model import calibration_terms
 from pitstore.training.joins import feature_columns
 
 SEGMENTS = ("channel", "country", "merchant_category")
@@ -104,6 +105,53 @@ def fit(train: pd.DataFrame, columns: list[str], seed: int = 0) -> CalibratedCla
     model = CalibratedClassifierCV(FrozenEstimator(base), method="sigmoid")
     model.fit(cal_part[columns].to_numpy(), cal_part["label"].astype(int).to_numpy())
     return model
+
+
+REFERENCE_QUANTILES = 101  # 0th, 1st, ..., 100th percentile
+
+
+def reference_stats(train: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
+    """Per model input, the training rows' median and quantiles (0..100): what
+    serving's reasons call "typical" and rank a value against. NaN (an unknown
+    entity) is left out; an input with no value at all gets None."""
+    probs = np.linspace(0.0, 1.0, REFERENCE_QUANTILES)
+    medians: dict[str, float | None] = {}
+    quantiles: dict[str, list[float] | None] = {}
+    for col in columns:
+        values = train[col].to_numpy(dtype="float64")
+        values = values[~np.isnan(values)]
+        if len(values) == 0:
+            medians[col] = quantiles[col] = None
+            continue
+        medians[col] = float(np.median(values))
+        # observed values, not interpolated ones: a count's quantiles stay whole
+        quantiles[col] = [float(q) for q in np.quantile(values, probs, method="inverted_cdf")]
+    return {
+        "rows": len(train),
+        "source": "the training rows (tree fit + calibration), before the out-of-time cut",
+        "medians": medians,
+        "quantiles": quantiles,
+    }
+
+
+def explanation_card(model: CalibratedClassifierCV) -> dict[str, Any]:
+    """What the served reasons' contributions are, for the model card."""
+    terms = calibration_terms(model)
+    return {
+        "method": "tree_shap_path_dependent",
+        "unit": "log_odds",
+        "sums_to": (
+            "expected_value + sum(contributions) = the booster's raw score t "
+            "(HistGradientBoostingClassifier.decision_function: log-odds before calibration)"
+        ),
+        "calibration": (
+            "score = mean over the sigmoid calibrators k of 1 / (1 + exp(a_k * t + b_k)); "
+            "all a_k < 0 makes the score strictly increasing in t, so a positive "
+            "contribution raised the score"
+        ),
+        "calibrators": [{"a": a, "b": b} for a, b in terms] if terms else None,
+        "calibration_increasing": bool(terms) and all(a < 0 for a, _ in terms or []),
+    }
 
 
 def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, Any]]:
@@ -195,6 +243,7 @@ class TrainResult:
     split: dict[str, Any]
     valid_y: np.ndarray = field(repr=False)
     valid_p: np.ndarray = field(repr=False)
+    reference: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def train_and_evaluate(
@@ -235,4 +284,6 @@ def train_and_evaluate(
         "valid_rows": len(valid),
         "valid_fraud": int(y.sum()),
     }
-    return TrainResult(model, columns, threshold, band, m, split, y, p)
+    return TrainResult(
+        model, columns, threshold, band, m, split, y, p, reference_stats(train, columns)
+    )

@@ -16,7 +16,13 @@ from pitstore.models.registry import new_version, now_utc, save_model
 from pitstore.training.frames import TrainingFrame, build_frame, resolve_service
 from pitstore.training.labels import LabelPolicy, fraud_requests
 from pitstore.training.manifest import code_version
-from pitstore.training.model import Costs, TrainResult, to_model_frame, train_and_evaluate
+from pitstore.training.model import (
+    Costs,
+    TrainResult,
+    explanation_card,
+    to_model_frame,
+    train_and_evaluate,
+)
 
 
 def build_fraud_frame(
@@ -109,6 +115,9 @@ def train_fraud(
         "feature_columns": result.columns,
         "code_version": _code_label(),
         "model": "HistGradientBoostingClassifier(class_weight=balanced) + sigmoid calibration",
+        # What serving's reasons rank against, and what their contributions mean.
+        "reference": result.reference,
+        "explanation": explanation_card(result.model),
         "frame_audit": {
             k: frame.audit[k] for k in ("rows", "leaks", "vs_as_of", "labels") if k in frame.audit
         },
