@@ -20,6 +20,7 @@ from pitstore.core.spec import FRAUD_V1, FeatureView
 from pitstore.models.registry import promote
 from pitstore.online.materialize import write_table
 from pitstore.serving.app import create_app
+from pitstore.serving.auth import entry_for, new_key
 from pitstore.serving.explain import replay
 from pitstore.serving.settings import ServingSettings
 from pitstore.training.model import to_model_frame
@@ -78,7 +79,13 @@ def test_trained_served_reasons_use_the_training_reference(
 
     # Serve the trained model from the trained home, with a real Redis.
     monkeypatch.setenv("PITSTORE_HOME", str(pipeline.home))
-    ss = ServingSettings(home=pipeline.home, redis_url=settings.redis_url, budget_ms=1000)
+    key = new_key()
+    ss = ServingSettings(
+        home=pipeline.home,
+        redis_url=settings.redis_url,
+        budget_ms=1000,
+        api_keys=entry_for("e2e", key, ["score"]),
+    )
     now = datetime.now(UTC)
     complete = frame.dropna(subset=columns)
     account_mean = next(c for c in columns if c.endswith("amount_mean_30d"))
@@ -98,7 +105,7 @@ def test_trained_served_reasons_use_the_training_reference(
         "country": "GB",
         "event_ts": now.isoformat(),
     }
-    with TestClient(create_app(ss)) as http:
+    with TestClient(create_app(ss), headers={"authorization": f"Bearer {key}"}) as http:
         scored = http.post("/v1/score", json=body)
         assert scored.status_code == 200, scored.text
         decision = scored.json()
