@@ -172,3 +172,23 @@ def test_percentile_against_the_training_quantiles() -> None:
     assert r.percentile("zeros", 0.0) == 70.0  # 70% of rows are 0 (ties: the top of the run)
     assert r.percentile("zeros", 5.0) == 100.0
     assert Reference({}, {}).percentile("x", 1.0) is None
+
+
+def test_adverse_only_reasons_skip_approvals_and_keep_the_rest_exact(model: Any) -> None:
+    """reasons_for='adverse': an approval is scored without TreeSHAP (same score and
+    decision), a review or decline gets exactly the reasons 'all' gives."""
+    card: dict[str, Any] = {"threshold": 0.5, "review_band": [0.3, 0.7]}
+    card["reference"] = reference_stats(frame(3000, 0), COLUMNS)
+    card["explanation"] = explanation_card(model)
+    served = FastModel(Loaded(card, COLUMNS, model), compile_fast(model))  # type: ignore[arg-type]
+    seen = set()
+    for _, r in frame(400, 5).dropna().iterrows():
+        row = {c: float(r[c]) for c in COLUMNS}
+        full, lean = score_row(served, row, "all"), score_row(served, row, "adverse")
+        assert (lean.score, lean.decision) == (full.score, full.decision)
+        seen.add(full.decision)
+        if full.decision == "approve":
+            assert lean.reasons == [] and lean.explanation["computed"] is False
+        else:
+            assert lean.reasons == full.reasons and lean.explanation == full.explanation
+    assert {"approve", "decline"} <= seen

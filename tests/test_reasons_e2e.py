@@ -85,6 +85,7 @@ def test_trained_served_reasons_use_the_training_reference(
         redis_url=settings.redis_url,
         budget_ms=1000,
         api_keys=entry_for("e2e", key, ["score"]),
+        reasons_for="all",  # this purchase's reasons are checked whatever its decision
     )
     now = datetime.now(UTC)
     complete = frame.dropna(subset=columns)

@@ -291,6 +291,12 @@ class FastModel:
     def calibration_increasing(self) -> bool:
         return self.fast.calibration_is_increasing()
 
+    def score_raw(self, row: np.ndarray) -> tuple[float, float]:
+        """(calibrated probability, raw log-odds) for one row, without contributions."""
+        x = np.ascontiguousarray(row, dtype=np.float64).reshape(1, -1)
+        raw = self.fast.raw(x)
+        return float(self.fast.calibrate(raw)[0]), float(raw[0])
+
     def score_and_contributions(self, row: np.ndarray) -> tuple[float, float, np.ndarray]:
         """(calibrated probability, raw log-odds, each input's TreeSHAP
         contribution to the raw log-odds) for one row in ``feature_columns`` order."""

@@ -90,7 +90,9 @@ def replay(settings: ServingSettings, decision_id: str, audit_dir: Path | None =
     logged_method = (record.get("explanation") or {}).get("method")
     if logged_method is not None and logged_method != result.explanation["method"]:
         problems.append(f"reasons now by {result.explanation['method']}, logged by {logged_method}")
-    if [r["feature"] for r in reasons] != [r["feature"] for r in record["reasons"]]:
+    if (record.get("explanation") or {}).get("computed") is False:
+        pass  # an approval logged without reasons (reasons_for=adverse): shown, not compared
+    elif [r["feature"] for r in reasons] != [r["feature"] for r in record["reasons"]]:
         problems.append("top reasons differ from the logged ones")
     elif [r["contribution"] for r in reasons] != [r["contribution"] for r in record["reasons"]]:
         problems.append("reason contributions differ from the logged ones")

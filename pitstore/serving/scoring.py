@@ -151,21 +151,31 @@ def reference(card: Mapping[str, Any]) -> Reference:
     return Reference(ref.get("medians") or {}, ref.get("quantiles") or {})
 
 
-def score_row(model: Model, row: Mapping[str, float]) -> ModelScore:
-    """Score one input row and explain it."""
+def score_row(model: Model, row: Mapping[str, float], reasons_for: str = "all") -> ModelScore:
+    """Score one input row and explain it.
+
+    ``reasons_for="adverse"`` computes the exact contributions only for review
+    and decline decisions: they are what a customer or a reviewer is owed, and
+    TreeSHAP costs ~3x the score itself. An approval's reasons stay exact and
+    reproducible on demand (``pitstore explain`` recomputes them from the log).
+    """
     columns = list(model.feature_columns)
     ref = reference(model.card)
     base = np.array([row[c] for c in columns], dtype="float64")
     explain = getattr(model, "score_and_contributions", None)
     if explain is not None:  # the production trees: exact TreeSHAP (models.contributions)
+        explanation: dict[str, Any] = {"method": TREE_SHAP, "unit": "log_odds"}
+        if reasons_for == "adverse":
+            score, raw = model.score_raw(base)  # type: ignore[attr-defined]
+            if decide(score, model.card) == APPROVE:
+                explanation.update(raw_score=raw, computed=False)
+                return ModelScore(score, APPROVE, [], dict(row), explanation)
         score, raw, phi = explain(base)
-        explanation: dict[str, Any] = {
-            "method": TREE_SHAP,
-            "unit": "log_odds",
-            "raw_score": raw,
-            "expected_value": model.expected_value,  # type: ignore[attr-defined]
-            "calibration_increasing": model.calibration_increasing,  # type: ignore[attr-defined]
-        }
+        explanation.update(
+            raw_score=raw,
+            expected_value=model.expected_value,  # type: ignore[attr-defined]
+            calibration_increasing=model.calibration_increasing,  # type: ignore[attr-defined]
+        )
         contributions = phi.tolist()
     else:
         score, contributions = _substitution(model, columns, base, ref)

@@ -235,7 +235,7 @@ class ScoringService:
             try:
                 req_feats = request_features(txn, feast_values, self.service)
                 row = model_input(self.model.feature_columns, feast_values, req_feats)
-                result = score_row(self.model, row)
+                result = score_row(self.model, row, self.settings.reasons_for)
             except KeyError as exc:  # a column the model needs is absent
                 log.warning("model input %s missing; falling back", exc)
                 reason = fb.FEATURES_MISSING

@@ -7,6 +7,7 @@ the Redis URL also accepts the project-wide ``REDIS_URL``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,13 @@ class ServingSettings(BaseSettings):
         "promoted", description='A model version under models/, or "promoted".'
     )
     budget_ms: int = Field(100, ge=5, le=10_000, description="Time budget per /v1/score request.")
+    reasons_for: Literal["adverse", "all"] = Field(
+        "adverse",
+        description="Which decisions carry their exact reasons in the answer and the log: "
+        "'adverse' (review and decline: what a customer or reviewer is owed; an approval's "
+        "reasons are recomputed exactly by `pitstore explain`) or 'all' (every decision; "
+        "TreeSHAP then costs about 150 us of CPU per request).",
+    )
     redis_share: float = Field(
         0.5,
         gt=0,
