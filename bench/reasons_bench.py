@@ -127,11 +127,16 @@ def main() -> None:
     rows = [{c: float(v) for c, v in zip(COLUMNS, r, strict=True)} for r in test[COLUMNS].values]
     assert old_scoring.score_row(old, rows[0]).score == scoring.score_row(new, rows[0]).score
 
-    results: dict[str, list[float]] = {"before": [], "now": []}
+    results: dict[str, list[float]] = {"before": [], "now": [], "now_adverse": []}
     for _ in range(args.repeats):
         results["before"].append(cpu_per_call(lambda r: old_scoring.score_row(old, r), rows))
         results["now"].append(cpu_per_call(lambda r: scoring.score_row(new, r), rows))
+        results["now_adverse"].append(
+            cpu_per_call(lambda r: scoring.score_row(new, r, "adverse"), rows)
+        )
     before, now = min(results["before"]), min(results["now"])
+    adverse = min(results["now_adverse"])
+    approved = sum(scoring.score_row(new, r, "adverse").decision == "approve" for r in rows)
 
     x1 = test[COLUMNS].to_numpy()[:1]
     x64 = test[COLUMNS].to_numpy()[:64]
@@ -151,8 +156,10 @@ def main() -> None:
         json.dumps(
             {
                 "rows": args.rows,
-                "score_row_cpu_us": {"before": results["before"], "now": results["now"]},
+                "score_row_cpu_us": results,
                 "ratio_now_over_before": round(now / before, 3),
+                "ratio_adverse_over_before": round(adverse / before, 3),
+                "approve_share": round(approved / len(rows), 4),
                 "trees": len(new.fast.roots),
                 "leaf_slots": int(new.fast._paths.n_unique.sum()),
                 "kernels": {k: round(v, 1) for k, v in kernels.items()},
