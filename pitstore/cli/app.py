@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from pitstore.cli import backfill, batch, parity, serving, training
+from pitstore.cli import backfill, batch, monitor, parity, serving, training
 
 app = typer.Typer(
     name="pitstore",
@@ -23,6 +23,7 @@ backfill.register(app)
 serving.register(app)
 app.add_typer(parity.parity_app, name="parity")
 training.register(app)
+monitor.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover
