@@ -5,6 +5,9 @@ calibration verdict waits for label maturity."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -151,3 +154,60 @@ def test_cli_exit_codes_json_and_out(
     monkeypatch.setenv("PITSTORE_MONITOR_PSI_ALERT", "-1")
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "PITSTORE_MONITOR_" in res.output
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_html_report_renders_in_a_headless_browser(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pitstore.cli.app import app
+
+    monkeypatch.setenv("PITSTORE_HOME", str(world.settings.home))
+    monkeypatch.setenv("PITSTORE_AUDIT_DIR", str(world.shifted))
+    monkeypatch.setenv("PITSTORE_MONITOR_MIN_WEEK_FRAUDS", "5")
+    page = tmp_path / "report" / "monitor.html"
+    res = CliRunner().invoke(
+        app, ["monitor", "--from", day(49), "--to", day(62), "--html", str(page)]
+    )
+    assert res.exit_code == 1, res.output
+    text = page.read_text()
+    # self-contained: every image inline, nothing fetched from elsewhere
+    assert text.count('src="data:image/png;base64,') == 4  # PSI, score, calibration, segments
+    assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", text)
+    assert text.index("Alerts (") < text.index("Input drift")
+    assert "amount_vs_30d_mean" in text
+    exe = chromium()
+    if exe is None:
+        pytest.skip("chromium not found (apt-get install -y -qq chromium): HTML not rendered")
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,2000",
+            page.resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    from matplotlib.image import imread
+
+    img = imread(shot)[:, :, :3]
+    assert img.shape[:2] == (2000, 1200)
+    not_white = (img < 0.95).any(axis=2).mean()
+    colours = len(np.unique((img * 255).astype(np.uint8).reshape(-1, 3), axis=0))
+    # measured on a report like this: 7.7% non-white pixels, 3,514 distinct colours
+    assert not_white > 0.05, not_white
+    assert colours > 100, colours
