@@ -43,6 +43,8 @@ from pitstore.serving import fallback as fb
 from pitstore.serving.audit import AuditLog, new_decision_id
 from pitstore.serving.schemas import ScoreRequest
 from pitstore.serving.scoring import decide, model_input, request_features
+from pitstore.synth.generate import GeneratorParams
+from pitstore.synth.shifts import Shift
 from pitstore.training.frames import resolve_service
 from pitstore.training.labels import LabelPolicy
 from pitstore.training.pipeline import build_fraud_frame, train_fraud
@@ -63,13 +65,13 @@ def day(n: int) -> str:
     return (START + timedelta(days=n)).date().isoformat()
 
 
-def build_home(home: Path) -> Settings:
+def build_home(home: Path, shifts: tuple[Shift, ...] = ()) -> Settings:
     from pitstore.landing.zone import write_landing
-    from pitstore.synth.generate import GeneratorParams, generate
+    from pitstore.synth.generate import generate
     from pitstore.transform.dbt_engine import transform_dbt
 
     settings = Settings(pitstore_home=home)
-    params = GeneratorParams(accounts=400, merchants=300, days=DAYS, seed=7, start=START)
+    params = world_params(shifts)
     write_landing(generate(params), settings.landing)
     for d in RUNS:
         transform_dbt(settings, START + timedelta(days=d))
@@ -81,6 +83,12 @@ def build_home(home: Path) -> Settings:
         feast_store.apply(settings)
     reload_feast_definitions()
     return settings
+
+
+def world_params(shifts: tuple[Shift, ...] = ()) -> GeneratorParams:
+    return GeneratorParams(
+        accounts=400, merchants=300, days=DAYS, seed=7, start=START, shifts=shifts
+    )
 
 
 def reload_feast_definitions() -> None:
@@ -102,11 +110,16 @@ def window_rows(settings: Settings) -> pd.DataFrame:
 
 
 def write_decisions(
-    audit_dir: Path, model: LoadedModel, rows: pd.DataFrame, amount_factor: int = 1
+    audit_dir: Path,
+    model: LoadedModel,
+    rows: pd.DataFrame,
+    amount_factor: int = 1,
+    amounts: dict[str, int] | None = None,
 ) -> int:
     """Score each transaction with serving.scoring's functions and log it like the
     service does (decided at the transaction's time). ``amount_factor`` scales the
-    requested amount: an upstream bug in the payment switch."""
+    requested amount: an upstream bug in the payment switch. ``amounts``: what the
+    switch sent, by transaction, when the landing zone holds something else."""
     service = resolve_service(model.card["feature_service"])
     feast_cols = [c for c in model.feature_columns if "__" in c]
     reqs: list[ScoreRequest] = []
@@ -118,7 +131,7 @@ def write_decisions(
             card_id="C0",
             merchant_id=r["merchant_id"],
             merchant_category=r["merchant_category"],
-            amount=int(r["amount"]) * amount_factor,
+            amount=int((amounts or {}).get(r["transaction_id"], r["amount"])) * amount_factor,
             currency=r["currency"],
             channel=r["channel"],
             country=r["country"],
