@@ -296,6 +296,7 @@ def test_cli_exit_codes_json_and_out(
         (["--from", day(55), "--to", day(49)], "before --from"),
         (["--from", "yesterday", "--to", day(49)], "YYYY-MM-DD"),
         (["--from", day(49), "--to", day(55), "--model", "nope"], "no model version"),
+        (["--from", day(40), "--to", day(41)], "no logged decisions"),
     ):
         res = runner.invoke(app, ["monitor", *bad])
         assert res.exit_code == 2, res.output

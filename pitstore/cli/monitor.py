@@ -89,8 +89,11 @@ def _print(doc: dict[str, Any]) -> None:
         console.print(f"performance: not judged ({perf['unavailable']})")
     else:
         judged = [w for w in perf["weeks"] if w["judged"]]
+        unjudged = len(perf["weeks"]) - len(judged)
         console.print(
-            f"performance: {len(judged)} judged week(s); {perf['pending_maturity']} decisions "
+            f"performance: {len(judged)} judged week(s)"
+            + (f", {unjudged} with too few decisions or frauds" if unjudged else "")
+            + f"; {perf['pending_maturity']} decisions "
             f"younger than the label maturity (before {perf['mature_before'][:10]}) not judged yet"
         )
     if not doc["alerts"]:

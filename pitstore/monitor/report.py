@@ -86,6 +86,7 @@ def load_decisions(
     df = pd.DataFrame(rows, columns=[*cols, *SEGMENTS, *columns])
     df["decided_at"] = pd.to_datetime(df["decided_at"], utc=True)
     df["score"] = df["score"].astype("float64")
+    df["fallback"] = df["fallback"].astype(bool)
     df[columns] = df[columns].astype("float64")
     return df
 
@@ -235,6 +236,12 @@ def monitor(
     columns = list(model.feature_columns)
     ref = load_reference(settings, model)
     decisions = load_decisions(audit_dir, window, model.version, columns)
+    if decisions.empty:
+        # nothing to compare: most likely the wrong audit dir, model or days
+        raise MonitorError(
+            f"no logged decisions of model {model.version} from {window.start} to "
+            f"{window.end} under {audit_dir}"
+        )
     last_day = window.end.isoformat()
     inputs, alerts, warnings = input_drift(ref, decisions, columns, cfg, last_day)
     prediction, p_alerts, p_warnings = prediction_drift(ref, decisions, card, cfg, last_day)
