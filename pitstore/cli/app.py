@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from pitstore.cli import backfill, batch, parity, serving, training
+from pitstore.cli import backfill, batch, monitor, parity, serving, training
 
 app = typer.Typer(
     name="pitstore",
@@ -24,6 +24,7 @@ serving.register(app)
 app.add_typer(parity.parity_app, name="parity")
 app.add_typer(serving.audit_app, name="audit")
 training.register(app)
+monitor.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

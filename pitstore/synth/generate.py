@@ -40,6 +40,7 @@ from pitstore.synth.generate_fraud import (
     US_PER_H,
     US_PER_S,
 )
+from pitstore.synth.shifts import Shift, apply_shifts
 
 __all__ = [
     "BAD_KINDS",
@@ -133,6 +134,7 @@ class GeneratorParams:
     seed: int = 7
     start: datetime = datetime(2026, 1, 5, tzinfo=UTC)
     bad_rate: float = 0.002
+    shifts: tuple[Shift, ...] = ()  # documented shifts from a day (synth/shifts.py)
 
     def __post_init__(self) -> None:
         # ids have fixed widths (A000042, C0000421, M00017): cap to fit them.
@@ -158,6 +160,10 @@ class GeneratorParams:
         ):
             raise ValueError(f"bad_rate must be a number with 0 <= bad_rate < 0.5, got {rate!r}")
         object.__setattr__(self, "bad_rate", float(rate))
+        shifts = tuple(self.shifts)
+        if not all(isinstance(sh, Shift) for sh in shifts):
+            raise TypeError(f"shifts must be synth.shifts.Shift values, got {shifts!r}")
+        object.__setattr__(self, "shifts", shifts)
         s = self.start
         if not isinstance(s, datetime) or s.tzinfo is None or s.utcoffset() is None:
             raise ValueError(f"start must be a timezone-aware UTC datetime, got {s!r}")
@@ -181,6 +187,8 @@ class GeneratorParams:
             "seed": self.seed,
             "start": self.start.isoformat(),
             "bad_rate": self.bad_rate,
+            # only when set: unshifted worlds keep the manifests they always had
+            **({"shifts": [sh.to_dict() for sh in self.shifts]} if self.shifts else {}),
         }
 
     @classmethod
@@ -192,6 +200,7 @@ class GeneratorParams:
             seed=d["seed"],
             start=datetime.fromisoformat(d["start"]),
             bad_rate=d["bad_rate"],
+            shifts=tuple(Shift.from_dict(sh) for sh in d.get("shifts", [])),
         )
 
 
@@ -475,6 +484,7 @@ def generate(params: GeneratorParams) -> LandingBatch:
     allrows = {k: np.concatenate([r[k] for r in parts]) for k in rows}
     # Events ingested after complete_through have not arrived yet.
     allrows = _take(allrows, np.flatnonzero(allrows["ingested_us"] <= end_us))
+    allrows = apply_shifts(p.shifts, allrows, start_us, p.seed, CATEGORIES, CHANNELS, fraud.GENUINE)
     day = (allrows["ingested_us"] - start_us) // US_PER_DAY
     part = np.zeros(day.size, np.int64)
     if p.bad_rate > 0:

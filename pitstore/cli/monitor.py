@@ -1,0 +1,113 @@
+"""`pitstore monitor`: drift, calibration and segment performance of a deployed model."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from pitstore.cli.common import console, err, fail, step
+from pitstore.core.config import get_settings
+
+
+def _day(text: str, what: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        fail(f"{what} must be a day YYYY-MM-DD, not {text!r}")
+
+
+def monitor(
+    day_from: Annotated[str, typer.Option("--from", help="First day of the window (UTC).")],
+    day_to: Annotated[str, typer.Option("--to", help="Last day of the window; the report date.")],
+    model: Annotated[str, typer.Option(help='Model version, or "promoted".')] = "promoted",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Write monitor.json and alerts.json here.")
+    ] = None,
+    html: Annotated[
+        Path | None, typer.Option(help="Write a self-contained HTML report here.")
+    ] = None,
+) -> None:
+    """Compare a window's logged decisions with the model's training reference.
+
+    Exit 1 when any alert fires, 0 otherwise, 2 on a usage error. Thresholds:
+    PITSTORE_MONITOR_* (docs/monitoring.md)."""
+    from pydantic import ValidationError
+
+    from pitstore.models.registry import ModelRegistryError, load_model
+    from pitstore.monitor.reference import ReferenceError, cache_path
+    from pitstore.monitor.report import MonitorError, Window
+    from pitstore.monitor.report import monitor as run
+    from pitstore.monitor.settings import MonitorSettings
+    from pitstore.serving.settings import ServingSettings
+    from pitstore.training.frames import FrameError
+    from pitstore.training.labels import LabelError
+
+    settings = get_settings()
+    try:
+        cfg = MonitorSettings()
+        window = Window(_day(day_from, "--from"), _day(day_to, "--to"))
+        loaded = load_model(settings, model)
+        if not cache_path(settings, loaded.version).exists():
+            step(f"building the reference of {loaded.version} (once; cached)")
+        doc = run(settings, ServingSettings().resolved_audit_dir, loaded, window, cfg)
+    except (MonitorError, ModelRegistryError, ReferenceError, LabelError, FrameError) as exc:
+        fail(str(exc))
+    except ValidationError as exc:
+        fail(f"PITSTORE_MONITOR_* settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "monitor.json").write_text(json.dumps(doc, indent=2, default=str))
+        (out / "alerts.json").write_text(json.dumps(doc["alerts"], indent=2))
+    if html is not None:
+        from pitstore.monitor.html import render
+
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(render(doc))
+    if as_json:
+        console.print_json(json.dumps(doc, default=str))
+    else:
+        _print(doc)
+    if doc["alerts"]:
+        raise typer.Exit(1)
+
+
+def _print(doc: dict[str, Any]) -> None:
+    ref = doc["reference"]
+    console.print(
+        f"model {doc['model_version']}: {doc['decisions']} decisions "
+        f"{doc['window']['from']} .. {doc['window']['to']}; reference {ref['rows']} rows"
+        + ("" if ref["matches_card"] else " [red](frame fingerprint differs from the card)[/]")
+    )
+    perf = doc["performance"]
+    if "unavailable" in perf:
+        console.print(f"performance: not judged ({perf['unavailable']})")
+    else:
+        judged = [w for w in perf["weeks"] if w["judged"]]
+        unjudged = len(perf["weeks"]) - len(judged)
+        console.print(
+            f"performance: {len(judged)} judged week(s)"
+            + (f", {unjudged} with too few decisions or frauds" if unjudged else "")
+            + f"; {perf['pending_maturity']} decisions "
+            f"younger than the label maturity (before {perf['mature_before'][:10]}) not judged yet"
+        )
+    if not doc["alerts"]:
+        console.print("[green]no alerts[/]")
+        return
+    table = Table(title=f"{len(doc['alerts'])} alert(s)")
+    for col in ("day", "kind", "subject", "value", "threshold"):
+        table.add_column(col)
+    for a in doc["alerts"]:
+        table.add_row(
+            a["day"], a["kind"], a["subject"], f"{a['value']:.4g}", f"{a['threshold']:.4g}"
+        )
+    err.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(monitor)

@@ -1,0 +1,110 @@
+"""The reference a model is monitored against: its training frame's inputs and scores.
+
+The frame is rebuilt once through the model card (``label_policy`` and the
+feature service, with ``training.pipeline.build_fraud_frame``), checked against
+the card's ``frame_fingerprint``, scored by the model, and cached as
+``models/<version>/reference.parquet``: daily runs read the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pitstore.core.config import Settings
+from pitstore.models.registry import LoadedModel, models_dir
+from pitstore.training.frames import resolve_service
+from pitstore.training.labels import LabelPolicy
+from pitstore.training.model import SEGMENTS, to_model_frame
+from pitstore.training.pipeline import build_fraud_frame
+
+SCORE = "__score"
+LABEL = "__label"
+CACHE = "reference.parquet"
+
+
+class ReferenceError(RuntimeError):
+    """The model's reference cannot be built (no card policy, no warehouse...)."""
+
+
+@dataclass
+class Reference:
+    frame: pd.DataFrame  # feature columns, SCORE, LABEL, segments
+    fingerprint: str | None
+    matches_card: bool
+    cached: bool
+
+    def inputs(self, column: str) -> np.ndarray:
+        return self.frame[column].to_numpy(dtype="float64")
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.frame[SCORE].to_numpy(dtype="float64")
+
+    @property
+    def labels(self) -> np.ndarray:
+        """1.0 fraud, 0.0 genuine, NaN unlabelled (as in the training frame)."""
+        return self.frame[LABEL].to_numpy(dtype="float64")
+
+
+def policy_from_card(card: dict[str, Any]) -> LabelPolicy:
+    p = card.get("label_policy")
+    if not p:
+        raise ReferenceError(f"model {card.get('version')} has no label_policy in its card")
+
+    def ts(key: str) -> datetime | None:
+        return datetime.fromisoformat(p[key]) if p.get(key) else None
+
+    known_by = ts("labels_known_by")
+    if known_by is None:
+        raise ReferenceError("the card's label_policy has no labels_known_by")
+    return LabelPolicy(
+        known_by=known_by,
+        maturity=timedelta(days=float(p["maturity_days"])),
+        immature=p.get("immature", "exclude"),
+        start=ts("window_start"),
+        end=ts("window_end"),
+    )
+
+
+def maturity(card: dict[str, Any]) -> timedelta:
+    return policy_from_card(card).maturity
+
+
+def cache_path(settings: Settings, version: str) -> Path:
+    return models_dir(settings) / version / CACHE
+
+
+def load_reference(settings: Settings, model: LoadedModel) -> Reference:
+    """The cached reference, or rebuild, score and cache it (atomically)."""
+    path = cache_path(settings, model.version)
+    if path.exists():
+        table = pq.read_table(path)
+        meta = table.schema.metadata or {}
+        fp = meta.get(b"frame_fingerprint", b"").decode() or None
+        return Reference(table.to_pandas(), fp, fp == model.card.get("frame_fingerprint"), True)
+    card = model.card
+    service = resolve_service(card.get("feature_service", "fraud_v1"))
+    frame = build_fraud_frame(
+        settings, policy_from_card(card), service=service.name, compare_modes=False
+    )
+    df = to_model_frame(frame.table, service)
+    out = df[model.feature_columns].astype("float64").copy()
+    out[SCORE] = model.predict_proba(df)
+    out[LABEL] = df["label"].astype("float64")
+    for seg in SEGMENTS:
+        out[seg] = df[seg].astype("string") if seg in df else pd.NA
+    fp = str(frame.manifest["fingerprint"])
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    table = table.replace_schema_metadata({b"frame_fingerprint": fp.encode()})
+    tmp = path.with_name(f".{CACHE}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return Reference(out, fp, fp == card.get("frame_fingerprint"), False)
