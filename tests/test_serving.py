@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from pitstore.core.config import Settings
 from pitstore.core.request_features import REQUEST_FEATURES
 from pitstore.core.spec import FRAUD_V1, FeatureView
-from pitstore.online.materialize import write_table
+from pitstore.online.codec import encode_rows
 from pitstore.serving.app import create_app
 from pitstore.serving.audit import count_records
 from pitstore.serving.settings import ServingSettings
@@ -107,7 +107,7 @@ def boundary(view: FeatureView, at: datetime) -> datetime:
 def put_features(
     url: str, entity_rows: dict[str, dict[str, float]], ts: dict[str, datetime]
 ) -> None:
-    """Write one row per entity per view in Feast's Redis layout (write_table)."""
+    """Write one row per entity per view in Feast's Redis layout (the codec)."""
     client = redis.Redis.from_url(url)
     for view in FRAUD_V1.views:
         keys = [
@@ -120,8 +120,8 @@ def put_features(
         for f in view.features:
             raw = [entity_rows[k].get(f.name, 1.0) for k in keys]
             data[f.name] = [int(v) for v in raw] if f.dtype == "int64" else [float(v) for v in raw]
-        table = pa.table(data)
-        write_table(client, view, table)
+        for key, mapping in encode_rows(view, pa.table(data)):
+            client.hset(key, mapping=mapping)  # type: ignore[arg-type]
 
 
 RISKY = {"A_RISKY": {"txn_count_1h": 9, "amount_mean_30d": 1000.0}}
