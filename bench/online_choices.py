@@ -167,7 +167,7 @@ class PackedRedisAsyncio:
             await pool.release(conn)
 
 
-async def bench_read(url: str, requests: int, accounts: int) -> dict[str, Any]:
+async def bench_read(url: str, requests: int, accounts: int, repeats: int) -> dict[str, Any]:
     reader = OnlineReader(FRAUD_V1)
     rng = random.Random(9)
     rows = [
@@ -207,9 +207,9 @@ async def bench_read(url: str, requests: int, accounts: int) -> dict[str, Any]:
         for row in rows[:500]:
             await fn(row)
     out: dict[str, Any] = {n: {"seq_us": [], "conc32_rps": []} for n in contenders}
-    for r in range(3):
+    for r in range(repeats):
         names = list(contenders)
-        for name in names[r:] + names[:r]:
+        for name in names[r % 3 :] + names[: r % 3]:
             fn = contenders[name]
             t0 = time.perf_counter()
             for row in rows:
@@ -237,16 +237,24 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=20_000)
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--read-repeats", type=int, default=3)
+    parser.add_argument("--only", choices=("write", "read"), default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp), cores=[]) as server:
         client = redis.Redis.from_url(server.url)
-        write = bench_write(server.url, args.entities, args.repeats)
+        write = {} if args.only == "read" else bench_write(server.url, args.entities, args.repeats)
         client.flushdb()
         for view in FRAUD_V1.views:  # the entities the reads ask for
             n = args.entities if view.entity.join_key == "account_id" else 200
             for key, mapping in codec.encode_rows(view, view_table(view, n)):
                 client.hset(key, mapping=mapping)  # type: ignore[arg-type]
-        read = asyncio.run(bench_read(server.url, args.requests, args.entities))
+        read = (
+            {}
+            if args.only == "write"
+            else asyncio.run(
+                bench_read(server.url, args.requests, args.entities, args.read_repeats)
+            )
+        )
         client.close()
     info = machine_info()
     report = {

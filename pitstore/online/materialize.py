@@ -54,9 +54,10 @@ from pitstore.online.resp_encode import HsetRows, hset_rows
 
 MARKER = "pitstore:materialized:{view}"
 CLAIM = "pitstore:materializing:{view}"
-# Rows per script call: the script holds Redis for its duration (~2 µs a row),
-# so batches stay small enough not to stall online reads (~1 ms).
-BATCH = 500
+# Rows per script call. A script holds Redis for its whole run, so online reads
+# wait behind it: 500 rows measured 9-15 ms a call on the shared 2-core machine,
+# 100 rows 1.1-1.7 ms, for the same total write time (docs/decisions/0003).
+BATCH = 100
 ENCODE_ROWS = 100_000  # rows encoded at a time: bounds the payload's memory
 CLOCK_SKEW = timedelta(minutes=5)
 
