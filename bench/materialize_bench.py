@@ -4,9 +4,9 @@ Contenders write the same rows (per entity, the newest event timestamp, then
 the newest created timestamp, at W) from the same offline parquet into the
 same, freshly flushed Redis:
 
-- ``pitstore``: ``pitstore.materialize.materialize_view(..., full=True)``
-  (HSETs encoded column-wise, pipelined batches with every reply checked,
-  marker moved last);
+- ``pitstore``: ``pitstore.online.materialize.materialize_view(..., full=True)``
+  (HSETs encoded column-wise, pipelined batches of a claim-checking script,
+  every reply checked, marker moved last);
 - ``feast``: ``FeatureStore.materialize(start, W, feature_views=[view])``,
   Feast's default local engine;
 - ``raw``: a hand-written loader a user might write instead: one DuckDB query
@@ -19,7 +19,6 @@ byte) are dumped and compared.
 
 from __future__ import annotations
 
-import struct
 from datetime import datetime
 from typing import Any
 
@@ -31,8 +30,8 @@ from pitstore.core.config import Settings
 from pitstore.core.spec import FeatureView
 from pitstore.core.timeutil import to_us
 
-# The raw baseline writes the same bytes; only the write path is what it measures.
-from pitstore.online.materialize import _varint
+# The raw baseline writes the same bytes (the codec's); only the write path is measured.
+from pitstore.online import codec
 
 GOAL = {"vs_feast_min": 4.0, "vs_raw_min": 0.7}
 RAW_BATCH = 10_000
@@ -44,10 +43,6 @@ class OutputMismatch(AssertionError):
 
 def raw_load(settings: Settings, view: FeatureView, watermark: datetime) -> int:
     """The hand-written baseline: DuckDB newest rows -> hand-encoded pipelined HSET."""
-    from feast.infra.online_stores.helpers import _mmh3
-
-    from pitstore.core.feast_store import FEAST_PROJECT
-
     key = view.entity.join_key
     w_us = to_us(watermark)
     glob = str(settings.offline_view_dir(view.name) / "run-*.parquet")
@@ -61,26 +56,18 @@ def raw_load(settings: Settings, view: FeatureView, watermark: datetime) -> int:
         "order by event_timestamp desc, created_timestamp desc) = 1"
     ).fetchall()
     con.close()
-    fields = [_mmh3(f"{view.name}:{f}") for f in feats]
-    is_int = [f.dtype == "int64" for f in view.features]
-    ts_field = f"_ts:{view.name}".encode()
-    k = key.encode()
-    string = struct.pack("<I", 2)
-    prefix = struct.pack("<I", 1) + string + struct.pack("<I", len(k)) + k + string
-    suffix = FEAST_PROJECT.encode()
-    pack_d = struct.Struct("<d").pack
+    fields = codec.view_fields(view)
+    int64, double = codec.encode_int64, codec.encode_double
+    encoders = [int64 if f.dtype == "int64" else double for f in view.features]
+    ts_field = codec.ts_field(view.name)
     client = redis.Redis.from_url(settings.redis_url)
     pipe = client.pipeline(transaction=False)
     n = 0
     for row in rows:
-        ent = row[0].encode()
-        us = row[1]
-        secs, micros = divmod(us, 1_000_000)
-        ts = b"\x08" + _varint(secs) + (b"\x10" + _varint(micros * 1000) if micros else b"")
-        mapping = {ts_field: ts}
+        mapping = {ts_field: codec.encode_timestamp_us(row[1])}
         for i, value in enumerate(row[2:]):
-            mapping[fields[i]] = b"\x20" + _varint(value) if is_int[i] else b"\x29" + pack_d(value)
-        pipe.hset(prefix + struct.pack("<I", len(ent)) + ent + suffix, mapping=mapping)
+            mapping[fields[i]] = encoders[i](value)
+        pipe.hset(codec.entity_key(key, row[0]), mapping=mapping)  # type: ignore[arg-type]
         n += 1
         if n % RAW_BATCH == 0:
             pipe.execute()

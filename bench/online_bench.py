@@ -2,7 +2,7 @@
 
 Contenders, on the same Redis and the same client process settings:
 
-- ``pitstore``: ``pitstore.online_read.read_features`` (one pipelined HMGET
+- ``pitstore``: ``pitstore.online.reader.read_features`` (one pipelined HMGET
   round trip, Feast's key/field layout, precomputed per service);
 - ``feast``: ``FeatureStore.get_online_features(...).to_dict()`` with the
   service's feature service object (looked up once, outside the timing);
@@ -43,8 +43,9 @@ def _feast_rows(response: dict[str, list[Any]], names: tuple[str, ...]) -> list[
 def _decode_raw(
     service: FeatureService, hashes: list[dict[bytes, bytes]], n_rows: int
 ) -> list[dict[str, Any]]:
-    from feast.infra.online_stores.helpers import _mmh3
     from feast.protos.feast.types.Value_pb2 import Value
+
+    from pitstore.online.codec import feature_field
 
     groups = list(dict.fromkeys(v.entity.join_key for v in service.views))
     out: list[dict[str, Any]] = []
@@ -54,7 +55,7 @@ def _decode_raw(
             h = hashes[r * len(groups) + gi]
             for v in (v for v in service.views if v.entity.join_key == join_key):
                 for f in v.features:
-                    raw = h.get(_mmh3(f"{v.name}:{f.name}"))
+                    raw = h.get(feature_field(v.name, f.name))
                     if raw is None:
                         row[v.column(f)] = None
                         continue

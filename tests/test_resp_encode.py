@@ -1,5 +1,5 @@
-"""The column-wise HSET encoder (pitstore.resp_encode) against the row-wise one,
-and the materializer's bulk write path against a real Redis."""
+"""The column-wise HSET encoder (pitstore.online.resp_encode) against the codec's
+row-wise one, and the materializer's bulk write path against a real Redis."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import redis
 import pitstore.online.materialize as mat
 from pitstore.core.config import Settings
 from pitstore.core.spec import ACCOUNT_DAILY, FEATURE_VIEWS, FRAUD_V1, FeatureView
-from pitstore.online import resp_encode
-from pitstore.online.reader import read_features, resp_command
-from pitstore.online.resp_encode import hset_commands
+from pitstore.core.timeutil import to_us
+from pitstore.online import codec, resp_encode
+from pitstore.online.reader import read_features, resp_bulk
+from pitstore.online.resp_encode import hset_rows
 
 INTS = [None, 0, 1, 127, 128, 16383, 16384, 2**21, 2**35, 2**63 - 1, -1, -(2**63)]
 FLOATS = [None, 0.0, -0.0, 1.5, float("nan"), float("inf"), -float("inf"), 1e300]
@@ -44,9 +45,10 @@ def random_table(rng: random.Random, view: FeatureView, n: int) -> pa.Table:
 
 
 def row_wise(view: FeatureView, table: pa.Table) -> list[bytes]:
+    """Each row as RESP bulk strings: key, then field/value pairs (the codec's order)."""
     return [
-        resp_command(b"HSET", key, *[part for kv in mapping.items() for part in kv])
-        for key, mapping in mat.encode_rows(view, table)
+        b"".join(resp_bulk(p) for p in (key, *[part for kv in mapping.items() for part in kv]))
+        for key, mapping in codec.encode_rows(view, table)
     ]
 
 
@@ -63,10 +65,10 @@ def test_columns_encode_the_same_bytes_as_rows(view: FeatureView, encoder: str) 
     table = random_table(rng, view, 2_000)
     # Several chunks per column, as a multi-file DuckDB result has.
     table = pa.concat_tables([table.slice(0, 700), table.slice(700)])
-    fields = [mat.feature_field(view.name, f.name) for f in view.features]
-    got = hset_commands(view, table, fields)
+    got = hset_rows(view, table)
     want = row_wise(view, table)
     assert got.n == len(want)
+    assert got.args_per_row == 3 + 2 * len(view.features)
     assert bytes(got.payload) == b"".join(want)
     assert bytes(got.batch(0, 1)) == want[0]
     assert bytes(got.batch(5, 17)) == b"".join(want[5:17])
@@ -75,13 +77,12 @@ def test_columns_encode_the_same_bytes_as_rows(view: FeatureView, encoder: str) 
 
 def test_empty_table_and_null_key(encoder: str) -> None:
     view = ACCOUNT_DAILY
-    fields = [mat.feature_field(view.name, f.name) for f in view.features]
     empty = random_table(random.Random(1), view, 3).slice(0, 0)
-    assert hset_commands(view, empty, fields).n == 0
+    assert hset_rows(view, empty).n == 0
     bad = random_table(random.Random(2), view, 3)
     bad = bad.set_column(0, view.entity.join_key, pa.array(["A1", None, "A3"]))
     with pytest.raises(ValueError, match="null entity key"):
-        hset_commands(view, bad, fields)
+        hset_rows(view, bad)
 
 
 def test_bulk_write_reads_back_and_refuses_wrongtype(
@@ -93,6 +94,9 @@ def test_bulk_write_reads_back_and_refuses_wrongtype(
     monkeypatch.setattr(mat, "BATCH", 7)
     client = redis.Redis.from_url(settings.redis_url)
     at = datetime(2026, 1, 10, tzinfo=UTC)
+    w_us = to_us(at)
+    for view in FEATURE_VIEWS:  # the writer's claim, as materialize_view takes it
+        client.set(mat.CLAIM.format(view=view.name), w_us)
     n = 50
     written = 0
     for view in FRAUD_V1.views:
@@ -104,7 +108,7 @@ def test_bulk_write_reads_back_and_refuses_wrongtype(
         }
         for j, f in enumerate(view.features):
             data[f.name] = [i * 1000 + j if f.dtype == "int64" else i / 7 + j for i in range(n)]
-        written += mat.write_table(client, view, pa.table(data))
+        written += mat.write_table(client, view, pa.table(data), w_us)
     assert written == n * len(FRAUD_V1.views)
     rows = [{"account_id": f"A{i}", "merchant_id": f"M{i}"} for i in range(n)]
     got = read_features(client, FRAUD_V1, rows, at, apply_ttl=False)
@@ -122,6 +126,12 @@ def test_bulk_write_reads_back_and_refuses_wrongtype(
             **{f.name: [1, 2] if f.dtype == "int64" else [1.0, 2.0] for f in view.features},
         }
     )
-    client.set(mat.entity_redis_key("account_id", "A2"), b"not a hash")
+    client.set(codec.entity_key("account_id", "A2"), b"not a hash")
     with pytest.raises(mat.MaterializeError, match="WRONGTYPE"):
-        mat.write_table(client, view, table)
+        mat.write_table(client, view, table, w_us)
+    # A writer whose claim was taken over writes nothing more.
+    client.set(mat.CLAIM.format(view=view.name), w_us + 1)
+    client.delete(codec.entity_key("account_id", "A2"))
+    with pytest.raises(mat.Superseded):
+        mat.write_table(client, view, table, w_us)
+    assert not client.exists(codec.entity_key("account_id", "A2"))

@@ -29,7 +29,8 @@ from pitstore.core.config import Settings
 from pitstore.core.request_features import REQUEST_FEATURES
 from pitstore.core.spec import FRAUD_V1, FeatureView
 from pitstore.core.timeutil import to_us
-from pitstore.online.materialize import MARKER, write_table
+from pitstore.online.codec import encode_rows
+from pitstore.online.materialize import MARKER
 from pitstore.serving.app import create_app
 from pitstore.serving.audit import count_records
 from pitstore.serving.auth import SCOPES, entry_for, new_key
@@ -113,7 +114,7 @@ def boundary(view: FeatureView, at: datetime) -> datetime:
 def put_features(
     url: str, entity_rows: dict[str, dict[str, float]], ts: dict[str, datetime]
 ) -> None:
-    """Write one row per entity per view in Feast's Redis layout (write_table),
+    """Write one row per entity per view in Feast's Redis layout (the codec),
     then move each view's materialization marker, as ``materialize_view`` does."""
     client = redis.Redis.from_url(url)
     for view in FRAUD_V1.views:
@@ -127,8 +128,8 @@ def put_features(
         for f in view.features:
             raw = [entity_rows[k].get(f.name, 1.0) for k in keys]
             data[f.name] = [int(v) for v in raw] if f.dtype == "int64" else [float(v) for v in raw]
-        table = pa.table(data)
-        write_table(client, view, table)
+        for key, mapping in encode_rows(view, pa.table(data)):
+            client.hset(key, mapping=mapping)  # type: ignore[arg-type]
         client.set(MARKER.format(view=view.name), to_us(boundary(view, NOW)))
 
 

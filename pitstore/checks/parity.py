@@ -37,8 +37,9 @@ from pitstore.core.config import Settings
 from pitstore.core.feast_store import FEAST_PROJECT
 from pitstore.core.spec import Entity, FeatureService, FeatureView
 from pitstore.core.timeutil import from_us, stamp, to_us
+from pitstore.online.codec import entity_value
 from pitstore.online.materialize import MARKER
-from pitstore.online.reader import OnlineReader, OnlineRow, redis_entity_key, td_us
+from pitstore.online.reader import OnlineReader, OnlineRow, td_us
 
 
 class ParityError(RuntimeError):
@@ -399,15 +400,11 @@ def offline_as_known(
 
 def redis_entities(client: redis.Redis, entity: Entity) -> set[str]:
     """Keys of ``entity`` that have a Feast hash in Redis (SCAN; for ``--all``)."""
-    prefix = redis_entity_key(entity.join_key, "")[: -len(FEAST_PROJECT) - 4]
-    suffix = FEAST_PROJECT.encode()
     found: set[str] = set()
-    for raw in client.scan_iter(match=b"*" + suffix, count=1000):
-        if raw.startswith(prefix) and len(raw) >= len(prefix) + 4 + len(suffix):
-            n = int.from_bytes(raw[len(prefix) : len(prefix) + 4], "little")
-            value = raw[len(prefix) + 4 : len(prefix) + 4 + n]
-            if len(prefix) + 4 + n + len(suffix) == len(raw):
-                found.add(value.decode())
+    for raw in client.scan_iter(match=b"*" + FEAST_PROJECT.encode(), count=1000):
+        value = entity_value(entity.join_key, raw)
+        if value is not None:
+            found.add(value)
     return found
 
 

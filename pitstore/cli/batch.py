@@ -156,25 +156,60 @@ def apply() -> None:
 
 
 def materialize(
-    watermark: WatermarkOpt,
+    watermark: Annotated[
+        str | None,
+        typer.Option(
+            "--watermark",
+            "-w",
+            help="Run watermark W (ISO-8601 with offset); W must have a completed transform run.",
+        ),
+    ] = None,
     view: Annotated[list[str] | None, typer.Option(help="Only these views.")] = None,
     full: Annotated[
         bool, typer.Option(help="Rewrite every entity, not only touched ones.")
     ] = False,
+    reset_to: Annotated[
+        str | None,
+        typer.Option(
+            "--reset-to",
+            help="Repair a marker set by mistake: rewrite the views' hashes to the as-known "
+            "state at this W and set the marker to it, even backwards.",
+        ),
+    ] = None,
 ) -> None:
-    """Load the as-known values at W into Redis (restated rows included)."""
-    from pitstore.core.spec import FEATURE_VIEWS, view_by_name
-    from pitstore.online.materialize import MaterializeError, materialize_view
+    """Load the as-known values at W into Redis (restated rows included).
 
-    w = watermark_arg(watermark)
+    Refuses a W without a completed transform run or in the future; never moves
+    Redis back in time except through --reset-to.
+    """
+    from pitstore.core.spec import FEATURE_VIEWS
+    from pitstore.online.materialize import (
+        MaterializeError,
+        WatermarkRefused,
+        materialize_view,
+        reset_view,
+    )
+
+    if (watermark is None) == (reset_to is None):
+        fail("give exactly one of --watermark W or --reset-to W")
+    w = watermark_arg(reset_to or watermark or "")
     settings = get_settings()
-    views = [view_by_name(v) for v in view] if view else list(FEATURE_VIEWS)
+    known = {v.name: v for v in FEATURE_VIEWS}
+    unknown = [v for v in view or [] if v not in known]
+    if unknown:
+        fail(f"unknown view(s) {', '.join(unknown)}: the views are {', '.join(known)}")
+    views = [known[v] for v in view] if view else list(FEATURE_VIEWS)
     for fv in views:
         try:
-            result = materialize_view(settings, fv, w, full=full)
-        except MaterializeError as exc:
+            if reset_to:
+                result = reset_view(settings, fv, w)
+            else:
+                result = materialize_view(settings, fv, w, full=full)
+        except WatermarkRefused as exc:
             fail(str(exc))
-        note = " (skipped: Redis already holds a newer W)" if result.skipped else ""
+        except MaterializeError as exc:
+            fail(str(exc), code=1)
+        note = f" ({result.note})" if result.note else ""
         console.print(f"{fv.name}: {result.entities_written} entities written{note}")
 
 

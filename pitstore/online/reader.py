@@ -17,45 +17,16 @@ so a service costs one ``HMGET`` per entity type per row, all in one pipeline.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import redis
-from feast.infra.online_stores.helpers import _mmh3
-from feast.protos.feast.types.Value_pb2 import Value
-from feast.value_type import ValueType
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from pitstore.core.feast_store import FEAST_PROJECT
 from pitstore.core.spec import FeatureService, FeatureView
 from pitstore.core.timeutil import from_us, to_us
-
-_STRING = struct.pack("<I", ValueType.STRING.value)
-# Fast paths for the two encodings our views use (taken from the proto itself):
-# a one-byte int64 varint and a fixed64 double. Anything else (large or negative
-# ints, other types, empty values) goes through the full protobuf parser.
-_INT64_TAG = Value(int64_val=1).SerializeToString()[0]
-_DOUBLE_TAG = Value(double_val=1.0).SerializeToString()[0]
-_unpack_double = struct.Struct("<d").unpack_from
-
-
-def _small_varint(raw: bytes) -> int:
-    """A tag byte then a varint of 1-3 bytes (0 <= value < 2**21)."""
-    n = len(raw)
-    if n == 2:
-        return raw[1]
-    if n == 3:
-        return (raw[1] & 127) | raw[2] << 7
-    return (raw[1] & 127) | (raw[2] & 127) << 7 | raw[3] << 14
-
-
-def _decode_value(raw: bytes) -> Any:
-    proto = Value.FromString(raw)
-    kind = proto.WhichOneof("val")
-    return None if kind is None else getattr(proto, kind)
+from pitstore.online import codec
 
 
 class OnlineReadError(RuntimeError):
@@ -88,23 +59,6 @@ class OnlineRow:
     views: dict[str, ViewRead] = field(default_factory=dict)
 
 
-def feast_key_parts(join_key: str) -> tuple[bytes, bytes]:
-    """Feast's Redis key for a single string join key (serialization version 3)
-    around the entity value: the bytes before the value's little-endian uint32
-    length, and the bytes after the value."""
-    k = join_key.encode()
-    return struct.pack("<I", 1) + _STRING + struct.pack("<I", len(k)) + k + _STRING, (
-        FEAST_PROJECT.encode()
-    )
-
-
-def redis_entity_key(join_key: str, value: str) -> bytes:
-    """Feast's Redis key for a single string join key (serialization version 3)."""
-    prefix, suffix = feast_key_parts(join_key)
-    v = value.encode()
-    return prefix + struct.pack("<I", len(v)) + v + suffix
-
-
 @dataclass(frozen=True)
 class _ViewPlan:
     name: str
@@ -116,7 +70,6 @@ class _ViewPlan:
 @dataclass(frozen=True)
 class _EntityGroup:
     join_key: str
-    prefix: bytes  # the serialized key up to the value's length
     fields: tuple[bytes, ...]
     views: tuple[_ViewPlan, ...]
 
@@ -167,16 +120,13 @@ class OnlineReader:
                 feats = []
                 for f in v.features:
                     feats.append((v.column(f), len(fields), f.dtype == "float64"))
-                    fields.append(_mmh3(f"{v.name}:{f.name}"))
+                    fields.append(codec.feature_field(v.name, f.name))
                 ts_index = len(fields)
-                fields.append(f"_ts:{v.name}".encode())
+                fields.append(codec.ts_field(v.name))
                 plans.append(_ViewPlan(v.name, td_us(self.ttls[v.name]), ts_index, tuple(feats)))
-            k = join_key.encode()
-            prefix = struct.pack("<I", 1) + _STRING + struct.pack("<I", len(k)) + k + _STRING
-            groups.append(_EntityGroup(join_key, prefix, tuple(fields), tuple(plans)))
+            groups.append(_EntityGroup(join_key, tuple(fields), tuple(plans)))
         self.groups = tuple(groups)
         self.join_keys = frozenset(g.join_key for g in groups)
-        self._suffix = FEAST_PROJECT.encode()
         # "HMGET <key> <fields...>" in RESP around the key, which comes per row:
         # (array header and command name, the fields) per entity group.
         self._resp_around_key = tuple(
@@ -188,8 +138,7 @@ class OnlineReader:
         )
 
     def key(self, group: _EntityGroup, value: str) -> bytes:
-        v = value.encode()
-        return group.prefix + struct.pack("<I", len(v)) + v + self._suffix
+        return codec.entity_key(group.join_key, value)
 
     def validate(self, entity_rows: Sequence[Mapping[str, str]]) -> None:
         """Raise OnlineReadError unless every row has exactly the service's join keys."""
@@ -269,8 +218,7 @@ class OnlineReader:
                     else:
                         hit = stamps.get(raw_ts)
                         if hit is None:
-                            t = Timestamp.FromString(raw_ts)
-                            ts_us = t.seconds * 1_000_000 + t.nanos // 1000
+                            ts_us = codec.decode_timestamp_us(raw_ts)
                             hit = stamps[raw_ts] = (ts_us, from_us(ts_us))
                         ts_us, ts = hit
                         age = timedelta(microseconds=at_us - ts_us)
@@ -282,14 +230,7 @@ class OnlineReader:
                         continue
                     for name, pos, is_float in plan.features:
                         raw = reply[pos]
-                        if raw is None:
-                            values[name] = None
-                        elif is_float and len(raw) == 9 and raw[0] == _DOUBLE_TAG:
-                            values[name] = _unpack_double(raw, 1)[0]
-                        elif not is_float and raw[0] == _INT64_TAG and len(raw) <= 4:
-                            values[name] = _small_varint(raw)
-                        else:
-                            values[name] = _decode_value(raw)
+                        values[name] = None if raw is None else codec.decode_value(raw, is_float)
             out.append(OnlineRow(values, reads))
         return out
 

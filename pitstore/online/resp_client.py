@@ -6,6 +6,7 @@ per request (profiled), more than the model's explanation. Here the caller
 hands over the request already encoded as RESP (``OnlineReader.encode_hmgets``)
 and hiredis parses the replies; a connection is taken from a free list, used by
 one request at a time, and put back only after a complete, clean exchange.
+docs/decisions/0002-resp-client.md has the measurement against redis.asyncio.
 
 Failure semantics match what ``ScoringService`` relies on:
 

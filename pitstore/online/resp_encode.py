@@ -1,17 +1,17 @@
-"""Feast-layout ``HSET`` commands for a whole table, as one RESP payload.
+"""A whole table's HSET arguments (key, then field/value pairs per row) as one
+RESP buffer, ready to be sliced into batches for ``materialize``'s write script.
 
-``pitstore.materialize.encode_rows`` builds each entity's hash in Python: about
-10-20 µs per entity for a 12-feature view, and redis-py then packed every
-command again (profiled: together ~80% of a 100k-entity materialization).
-Here the columns go to one compiled pass (``pitstore.resp_kernel``) that writes
-every command into one buffer, with each command's end offset, ready to be
-sliced into pipelined batches. Small tables (a daily materialization touches a
-few thousand entities) take the row-wise encoder instead: below
-``KERNEL_MIN_ROWS`` it is faster than importing numba and loading the kernel.
+Row by row in Python (``codec.encode_rows`` then RESP) costs ~10-20 µs per
+entity of a 12-feature view; a full materialization of 100k entities spent
+~80% of its time there (profiled). Here the columns go to one compiled pass
+(``pitstore.online.resp_kernel``) writing every row into one buffer, with each
+row's end offset. Small tables (a daily materialization touches a few thousand
+entities) take the row-wise path instead: below ``KERNEL_MIN_ROWS`` it is
+faster than importing numba and loading the kernel. docs/decisions/
+0003-resp-encode-kernel.md has the measurement behind keeping the kernel.
 
-Both give the bytes of ``encode_rows`` followed by ``resp_command(b"HSET",
-key, field, value, ...)`` in the same field order (tested on random tables with
-nulls, negatives, zeros, NaN and large values), so Feast reads what this writes.
+Both paths give exactly the bytes of ``codec.encode_rows`` as RESP bulk strings
+(tested on random tables with nulls, negatives, zeros, NaN and large values).
 """
 
 from __future__ import annotations
@@ -22,21 +22,24 @@ import numpy as np
 import pyarrow as pa
 
 from pitstore.core.spec import FeatureView
-from pitstore.online.reader import feast_key_parts, resp_bulk, resp_command
+from pitstore.online.codec import encode_rows, entity_key_parts, ts_field, view_fields
+from pitstore.online.reader import resp_bulk
 
 KERNEL_MIN_ROWS = 20_000
 
 
 @dataclass(frozen=True)
-class HsetCommands:
-    """``n`` HSET commands in one RESP payload; command ``i`` ends at ``ends[i]``."""
+class HsetRows:
+    """``n`` rows of HSET arguments (``args_per_row`` RESP bulk strings each: the
+    key, then field/value pairs) in one buffer; row ``i`` ends at ``ends[i]``."""
 
     payload: memoryview
     ends: np.ndarray
     n: int
+    args_per_row: int
 
     def batch(self, start: int, stop: int) -> memoryview:
-        """Commands ``start..stop-1`` as one slice of the payload (no copy)."""
+        """Rows ``start..stop-1`` as one slice of the payload (no copy)."""
         lo = 0 if start == 0 else int(self.ends[start - 1])
         return self.payload[lo : int(self.ends[stop - 1])]
 
@@ -49,28 +52,28 @@ def _present(arr: pa.Array) -> np.ndarray:
     return ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _row_wise(view: FeatureView, table: pa.Table) -> HsetCommands:
-    from pitstore.online.materialize import encode_rows  # which imports this module
+def args_per_row(view: FeatureView) -> int:
+    """The key, ``_ts:<view>`` and its value, then a field and value per feature."""
+    return 3 + 2 * len(view.features)
 
-    if table.column(view.entity.join_key).null_count:
-        raise ValueError(f"{view.entity.join_key}: a null entity key cannot be written to Redis")
-    commands = [
-        resp_command(b"HSET", key, *[part for kv in mapping.items() for part in kv])
+
+def _row_wise(view: FeatureView, table: pa.Table) -> HsetRows:
+    rows = [
+        resp_bulk(key) + b"".join(resp_bulk(f) + resp_bulk(v) for f, v in mapping.items())
         for key, mapping in encode_rows(view, table)
     ]
-    ends = np.cumsum([len(c) for c in commands], dtype=np.int64)
-    return HsetCommands(memoryview(b"".join(commands)), ends, len(commands))
+    ends = np.cumsum([len(r) for r in rows], dtype=np.int64)
+    return HsetRows(memoryview(b"".join(rows)), ends, len(rows), args_per_row(view))
 
 
-def hset_commands(view: FeatureView, table: pa.Table, field_names: list[bytes]) -> HsetCommands:
-    """One ``HSET key _ts:<view> <ts> <field> <value> ...`` per row of ``table``.
+def hset_rows(view: FeatureView, table: pa.Table) -> HsetRows:
+    """Per row of ``table``: ``key _ts:<view> <ts> <field> <value> ...`` in RESP.
 
-    ``field_names`` are Feast's mmh3 field names, one per feature of ``view`` in
-    order; ``table`` holds the join key, ``event_timestamp`` and every feature.
+    ``table`` holds the view's join key, ``event_timestamp`` and every feature.
     """
     n = table.num_rows
     if n == 0:
-        return HsetCommands(memoryview(b""), np.zeros(0, dtype=np.int64), 0)
+        return HsetRows(memoryview(b""), np.zeros(0, dtype=np.int64), 0, args_per_row(view))
     if n < KERNEL_MIN_ROWS:
         return _row_wise(view, table)
     from pitstore.online.resp_kernel import DOUBLE, INT64, encode_hsets
@@ -82,7 +85,7 @@ def hset_commands(view: FeatureView, table: pa.Table, field_names: list[bytes]) 
         keys.buffers()[1], dtype=np.int64, count=n + 1, offset=keys.offset * 8
     )
     key_data = np.frombuffer(keys.buffers()[2] or b"\0", dtype=np.uint8)
-    prefix, suffix = feast_key_parts(view.entity.join_key)
+    prefix, suffix = entity_key_parts(view.entity.join_key)
     stamps = _flat(table.column("event_timestamp").cast(pa.timestamp("us", tz="UTC")))
     if stamps.null_count:
         raise ValueError("a null event_timestamp cannot be written to Redis")
@@ -100,10 +103,10 @@ def hset_commands(view: FeatureView, table: pa.Table, field_names: list[bytes]) 
             col = col.cast(pa.float64())
             values[i] = np.ascontiguousarray(col.fill_null(0.0).to_numpy(), "<f8").view(np.int64)
         valid[i] = _present(col)
-    fields = [resp_bulk(name) for name in field_names]
+    fields = [resp_bulk(name) for name in view_fields(view)]
     field_offsets = np.cumsum([0] + [len(f) for f in fields]).astype(np.int64)
-    head = b"*%d\r\n" % (4 + 2 * len(features)) + resp_bulk(b"HSET")
-    ts_field = resp_bulk(f"_ts:{view.name}".encode())
+    head = b""  # rows are arguments of the batch's script call, not commands
+    ts_bulk = resp_bulk(ts_field(view.name))
     # Upper bound per row: RESP lengths <= 20 digits, a Timestamp <= 17 bytes,
     # a Value <= 11 bytes.
     per_row = (
@@ -112,7 +115,7 @@ def hset_commands(view: FeatureView, table: pa.Table, field_names: list[bytes]) 
         + len(prefix)
         + 4
         + len(suffix)
-        + len(ts_field)
+        + len(ts_bulk)
         + 25
         + 17
         + int(field_offsets[-1])
@@ -127,7 +130,7 @@ def hset_commands(view: FeatureView, table: pa.Table, field_names: list[bytes]) 
         key_data,
         np.frombuffer(prefix, u8),
         np.frombuffer(suffix, u8),
-        np.frombuffer(ts_field, u8),
+        np.frombuffer(ts_bulk, u8),
         ts_us,
         kinds,
         values,
@@ -137,4 +140,4 @@ def hset_commands(view: FeatureView, table: pa.Table, field_names: list[bytes]) 
         out,
         ends,
     )
-    return HsetCommands(memoryview(out[:size].data), ends, n)
+    return HsetRows(memoryview(out[:size].data), ends, n, args_per_row(view))

@@ -1,5 +1,9 @@
-"""The compiled (numba) loop behind ``pitstore.resp_encode``: one pass that writes
-every ``HSET`` command of a table into one buffer.
+"""The compiled (numba) loop behind ``pitstore.online.resp_encode``: one pass that
+writes every row's HSET arguments (key, fields, values) of a table into one buffer.
+
+The bytes are those of ``pitstore.online.codec`` (keys and field names come in
+precomputed from it, the protobuf tags are its constants); ``tests/
+test_resp_encode.py`` compares the output with the codec's row-wise encoding.
 
 Kept apart so numba is imported only by the materializer, and compiled once per
 installation (``cache=True`` keeps the machine code in ``__pycache__``; where
@@ -11,6 +15,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from pitstore.online.codec import DOUBLE_TAG, INT64_TAG, TS_NANOS_TAG, TS_SECONDS_TAG
+
+# The protobuf tags come from the codec (numba freezes module globals at compile time).
 INT64, DOUBLE = 0, 1
 
 
@@ -87,15 +94,15 @@ def encode_hsets(  # type: ignore[no-untyped-def]
     out,
     ends,
 ):
-    """Write row ``r``'s ``HSET`` into ``out`` and its end offset into ``ends[r]``;
-    returns the bytes written. ``out`` must hold the caller's upper bound.
+    """Write row ``r``'s RESP arguments into ``out`` and its end offset into
+    ``ends[r]``; returns the bytes written. ``out`` must hold the caller's upper bound.
 
-    Per row: ``head`` (array header and ``HSET``); the key as a bulk string
+    Per row: ``head`` (may be empty); the key as a bulk string
     (``key_prefix``, the value's length as little-endian uint32, the value,
     ``key_suffix``); ``ts_field`` (a bulk string) and the protobuf Timestamp
     (field 1 seconds, field 2 nanos, each only when non-zero); then per feature
-    its bulk field name and its protobuf Value: ``0x20`` + varint for int64,
-    ``0x29`` + 8 little-endian bytes for a double (``values`` holds the bits),
+    its bulk field name and its protobuf Value: ``INT64_TAG`` + varint for int64,
+    ``DOUBLE_TAG`` + 8 little-endian bytes for a double (``values`` holds the bits),
     nothing for a null.
     """
     pos = 0
@@ -127,10 +134,10 @@ def encode_hsets(  # type: ignore[no-untyped-def]
             size += 1 + _varint_len(unanos)
         pos = _put_bulk_head(out, pos, size)
         if seconds != 0:
-            out[pos] = 0x08
+            out[pos] = TS_SECONDS_TAG
             pos = _put_varint(out, pos + 1, useconds)
         if nanos != 0:
-            out[pos] = 0x10
+            out[pos] = TS_NANOS_TAG
             pos = _put_varint(out, pos + 1, unanos)
         pos = _put_crlf(out, pos)
 
@@ -141,11 +148,11 @@ def encode_hsets(  # type: ignore[no-untyped-def]
             elif kinds[f] == 0:
                 u = np.uint64(values[f, r]) & mask
                 pos = _put_bulk_head(out, pos, 1 + _varint_len(u))
-                out[pos] = 0x20
+                out[pos] = INT64_TAG
                 pos = _put_varint(out, pos + 1, u)
             else:
                 pos = _put_bulk_head(out, pos, 9)
-                out[pos] = 0x29
+                out[pos] = DOUBLE_TAG
                 bits = np.uint64(values[f, r]) & mask
                 for b in range(8):
                     out[pos + 1 + b] = (bits >> np.uint64(8 * b)) & np.uint64(0xFF)
