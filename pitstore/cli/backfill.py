@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from pitstore.cli.common import console, err, fail, step
+from pitstore.cli.common import console, err, fail, parse_day, step
 from pitstore.core.config import get_settings
 from pitstore.core.runs import completed_watermarks
 from pitstore.core.timeutil import from_us, to_us
@@ -46,13 +46,6 @@ def plan(watermarks: list[datetime], done_us: list[int]) -> tuple[list[datetime]
     return todo, [w for w in watermarks if to_us(w) in done]
 
 
-def _day(text: str, what: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        fail(f"{what} must be a day, YYYY-MM-DD, got {text!r}")
-
-
 def backfill(
     from_: Annotated[
         str, typer.Option("--from", help="First day (YYYY-MM-DD): W = its midnight UTC.")
@@ -68,7 +61,7 @@ def backfill(
     from pitstore.landing.zone import LandingError
     from pitstore.transform.dbt_engine import TransformError
 
-    first, last = _day(from_, "--from"), _day(to, "--to")
+    first, last = parse_day(from_, "--from"), parse_day(to, "--to")
     if last < first:
         fail(f"--to {last} is before --from {first}")
     if engine not in ("dbt", "spark"):

@@ -8,6 +8,7 @@ there the width is wide enough for any table, and colours are off.
 from __future__ import annotations
 
 import sys
+from datetime import date
 from typing import NoReturn
 
 import typer
@@ -37,3 +38,11 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def step(message: str) -> None:
     """A progress line on stderr for long work (keeps CI logs from going silent)."""
     err.print(f"[dim]…[/] {message}", highlight=False)
+
+
+def parse_day(text: str, what: str) -> date:
+    """A ``YYYY-MM-DD`` option, or one clear line and exit 2."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        fail(f"{what} must be a day, YYYY-MM-DD, not {text!r}")

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from pitstore.cli.common import console, err, fail, step
+from pitstore.cli.common import console, err, fail, parse_day, step
 from pitstore.core.config import get_settings
-
-
-def _day(text: str, what: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        fail(f"{what} must be a day YYYY-MM-DD, not {text!r}")
 
 
 def monitor(
@@ -51,7 +43,7 @@ def monitor(
     settings = get_settings()
     try:
         cfg = MonitorSettings()
-        window = Window(_day(day_from, "--from"), _day(day_to, "--to"))
+        window = Window(parse_day(day_from, "--from"), parse_day(day_to, "--to"))
         loaded = load_model(settings, model)
         if not cache_path(settings, loaded.version).exists():
             step(f"building the reference of {loaded.version} (once; cached)")
