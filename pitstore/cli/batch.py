@@ -245,7 +245,7 @@ def online(
 def codegen(
     check: Annotated[bool, typer.Option(help="Fail if the generated files are stale.")] = False,
 ) -> None:
-    """Regenerate the dbt SQL/YAML derived from pitstore/spec.py."""
+    """Regenerate the dbt SQL/YAML derived from pitstore/core/spec.py."""
     from pitstore.transform.codegen import stale_generated, write_generated
 
     if check:

@@ -8,7 +8,7 @@ writer is ``pitstore.transform.events``.
 
 Layout, under the offline store (``<home>/offline``)::
 
-    _events/transactions/run-<W>.parquet   # W stamped as 20260110T000000Z
+    _events/transactions/run-<W>.parquet   # W stamped as 20260110T000000.000000Z
     _events/labels/run-<W>.parquet
 
 Rows: a run at watermark ``W`` whose previous completed run is ``P`` publishes
