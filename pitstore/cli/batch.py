@@ -8,14 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from pitstore.cli.common import console, fail
 from pitstore.core.config import get_settings
 from pitstore.core.timeutil import WatermarkError, parse_utc
-
-console = Console()
-err = Console(stderr=True)
 
 WatermarkOpt = Annotated[
     str,
@@ -26,11 +23,6 @@ WatermarkOpt = Annotated[
         "the run sees exactly the events ingested at or before W.",
     ),
 ]
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
 
 
 def watermark_arg(text: str) -> datetime:

@@ -156,7 +156,6 @@ def run_demo(settings: Settings, accounts: int, days: int, console: Console) -> 
         f"demo finished in {time.perf_counter() - started:.0f} s; data under {settings.home}"
     )
     console.print(
-        "to score online (once a model is trained and promoted): `pitstore keys new --scope "
-        "score` prints a key and its entry; run `PITSTORE_API_KEYS='<entry>' pitstore serve` "
-        "and POST /v1/score with `Authorization: Bearer <key>` (docs/security.md)"
+        "next: score online with the promoted model (README, journey 2): `pitstore keys new "
+        "--scope score` prints a key and its PITSTORE_API_KEYS entry, then `pitstore serve`"
     )

@@ -6,12 +6,9 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err = Console(stderr=True)
-
+from pitstore.cli.common import console, err
 
 keys_app = typer.Typer(help="API keys for the scoring API.", no_args_is_help=True)
 

@@ -174,7 +174,7 @@ def _build(
                    s.event_timestamp, s.created_timestamp, {feats}
             from {src} s join __keys k on k.{key} = s.{key}
             order by __comp, __known"""
-        ).fetch_record_batch(batch_rows)
+        ).to_arrow_reader(batch_rows)
         comps: list[np.ndarray] = []
         knowns: list[np.ndarray] = []
         bounds = [0]
