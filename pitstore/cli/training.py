@@ -93,12 +93,12 @@ def build(
     try:
         if labels_known_by:
             policy = _policy(labels_known_by, label_maturity_days, immature, start, end)
-            step(f"building a {mode} frame of {service}: labelled transactions, {labels_known_by}")
+            step(f"building an {mode} frame of {service}: labelled transactions, {labels_known_by}")
             frame = build_fraud_frame(settings, policy, service, mode, engine)
         else:
             assert requests is not None
             table = _read_requests(requests)
-            step(f"building a {mode} frame of {service} for {len(table)} request rows")
+            step(f"building an {mode} frame of {service} for {len(table)} request rows")
             frame = build_frame(settings, table, service, mode, engine)
     except (FrameError, LabelError, StoreError) as exc:
         _fail(str(exc))
