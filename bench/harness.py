@@ -337,6 +337,8 @@ def synth_offline(offline_root: Path, size: DataSize, seed: int = 7) -> dict[str
     doubles). Returns rows written per view. Only the shape matters here: the
     benchmarks measure joins and loads, not the transform (that is #6).
     """
+    from dataclasses import asdict
+
     from pitstore.core.runs import RunSummary
     from pitstore.core.timeutil import stamp, to_us
 
@@ -393,12 +395,14 @@ def synth_offline(offline_root: Path, size: DataSize, seed: int = 7) -> dict[str
             total += con.execute(f"select count(*) from '{path}'").fetchall()[0][0]
         totals[view.name] = total
     con.close()
-    # Record the runs as a transform does: the materializer refuses a W without one.
-    runs = offline_root.parent / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
+    # Record the runs as a transform does (one completed-run marker each, through
+    # the bookkeeping's owner): the materializer refuses a W without one.
+    from pitstore.core.runs import RunMarker, write_marker
+
     for w in watermarks:
         summary = RunSummary("synth", w.isoformat(), None)
-        (runs / f"synth-{stamp(w)}.json").write_text(summary.to_json())
+        marker = RunMarker("synth", to_us(w), {}, asdict(summary))
+        write_marker(offline_root, marker)
     return totals
 
 

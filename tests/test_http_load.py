@@ -108,14 +108,15 @@ def test_a_lagging_client_makes_a_latency_unjudged() -> None:
 def test_the_score_verdict_counts_fallback_answers_against_the_goal() -> None:
     from bench.score_verdict import score_goal_met as met
 
-    assert met(0, True, 0.0, [], 2.5) is True
-    assert met(0, True, 0.15, [], 2.5) is False  # rules instead of the model at 70% load
-    assert met(0, True, 0.01, [], 2.5) is True  # the bound itself passes
+    # Judged against the no-op plus the same durable audit append (goal <= 1.5x).
+    assert met(0, True, 0.0, [], 1.4) is True
+    assert met(0, True, 0.15, [], 1.4) is False  # rules instead of the model at 70% load
+    assert met(0, True, 0.01, [], 1.5) is True  # the bounds themselves pass
     assert met(1, True, 0.0, [], 1.0) is False  # an error, whatever the latency
     assert met(0, False, 0.0, [], 1.0) is False  # the audit log disagrees with the answers
-    assert met(0, True, 0.0, ["no-op"], 2.5) is None  # latencies measured on the client
-    assert met(0, True, 0.0, [], 3.5) is False
-    assert met(0, True, 0.0, [], 1.8, unsteady="host stalls") is None  # the yardstick wobbled
+    assert met(0, True, 0.0, ["no-op"], 1.4) is None  # latencies measured on the client
+    assert met(0, True, 0.0, [], 1.6) is False
+    assert met(0, True, 0.0, [], 1.0, reference_errors=3) is None  # no yardstick
 
 
 def test_the_no_op_s_own_figures_tell_an_unsteady_machine() -> None:

@@ -17,8 +17,10 @@ from fastapi.testclient import TestClient
 
 from pitstore.core.config import Settings
 from pitstore.core.spec import FRAUD_V1, FeatureView
+from pitstore.core.timeutil import to_us
 from pitstore.models.registry import promote
-from pitstore.online.materialize import write_table
+from pitstore.online.codec import encode_rows
+from pitstore.online.materialize import MARKER
 from pitstore.serving.app import create_app
 from pitstore.serving.auth import entry_for, new_key
 from pitstore.serving.explain import replay
@@ -52,7 +54,9 @@ def serve_row(url: str, row: pd.Series, now: datetime) -> None:
         for f in view.features:
             value = row[view.column(f)]
             data[f.name] = [int(value) if f.dtype == "int64" else float(value)]
-        write_table(client, view, pa.table(data))
+        for redis_key, mapping in encode_rows(view, pa.table(data)):
+            client.hset(redis_key, mapping=mapping)  # type: ignore[arg-type]
+        client.set(MARKER.format(view=view.name), to_us(boundary(view, now)))
 
 
 def test_trained_served_reasons_use_the_training_reference(

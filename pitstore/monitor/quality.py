@@ -1,29 +1,26 @@
 """Data quality of the batch runs: rows appended, restated share, quarantine by reason.
 
-Read from the run summaries (``<home>/runs/<engine>-<W>.json``, core.runs.RunSummary)
-whose watermark falls in the window; each is compared with the run before it
+Read from the completed runs' markers (``core.runs.read_markers``: each holds its
+run's RunSummary) whose watermark falls in the window; each is compared with the run before it
 (which may precede the window), and a jump is an alert.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from pitstore.core.config import Settings
+from pitstore.core.runs import read_markers
 from pitstore.monitor.alerts import alert
 from pitstore.monitor.settings import MonitorSettings
 
 
 def run_summaries(settings: Settings) -> list[dict[str, Any]]:
-    """Every run summary, oldest first (one per watermark: the newest file wins)."""
-    by_watermark: dict[datetime, dict[str, Any]] = {}
-    for path in sorted(settings.runs.glob("*-*.json"), key=lambda p: p.stat().st_mtime):
-        raw = json.loads(path.read_text())
-        by_watermark[datetime.fromisoformat(raw["watermark"])] = raw
-    return [by_watermark[w] for w in sorted(by_watermark)]
+    """Every completed run's summary, oldest first (one marker per watermark)."""
+    markers = read_markers(settings.offline)
+    return [markers[w].summary for w in sorted(markers)]
 
 
 def describe_run(raw: dict[str, Any]) -> dict[str, Any]:

@@ -350,9 +350,11 @@ def locked_run_job(
             staged_tx.unpersist()
             staged_labels.unpersist()
 
-    if full_refresh and local is None:
-        for name in store.list_names(layout.markers):
-            store.delete(join(layout.markers, name))
+    if full_refresh:
+        if local is None:  # a local store was already cleared by forget_runs
+            for name in store.list_names(layout.markers):
+                store.delete(join(layout.markers, name))
+        # Earlier runs' published events too (forget_runs leaves _events alone).
         dedupe.drop_other_runs(store, layout.offline, w_stamp)
     summary.seconds = round(time.perf_counter() - started, 3)
     # The marker last: only a run whose every file is in place counts as a run.
