@@ -33,6 +33,9 @@ test: venv redis-server ## Run the whole test suite (real Redis, dbt, Feast, Spa
 test-fast: venv redis-server ## Run the tests without Spark
 	$(PY) -m pytest -q -m "not spark"
 
+test-unit: venv ## Run the fast unit tests only (no Redis, dbt, Spark or servers)
+	$(PY) -m pytest -q -m "not integration"
+
 lint: venv ## ruff + mypy + import layers (import-linter) + generated-SQL check
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy && .venv/bin/lint-imports && .venv/bin/pitstore codegen --check
 
@@ -73,4 +76,4 @@ $(VENV_STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(VENV_STAMP)
 
-.PHONY: help venv redis-server redis demo test test-fast lint codegen clean parity bench bench-transform
+.PHONY: help venv redis-server redis demo test test-fast test-unit lint codegen clean parity bench bench-transform

@@ -51,3 +51,22 @@ def spark() -> Iterator[object]:
     )
     yield session
     session.stop()
+
+
+# Fixtures that start or use a real service: a test that asks for one is an
+# integration test (make test-unit leaves them out).
+_SERVICE_FIXTURES = {"redis_proc", "redis_db", "settings", "spark"}
+# Modules that run dbt, a server, subprocesses or a browser on their own.
+_INTEGRATION_DIRS = {"transform", "checks", "cli", "api", "monitor", "training"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        layer = Path(str(item.fspath)).parent.name
+        if (
+            _SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or item.get_closest_marker("spark")
+            or item.get_closest_marker("slow")
+            or layer in _INTEGRATION_DIRS
+        ):
+            item.add_marker(pytest.mark.integration)

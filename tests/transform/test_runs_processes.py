@@ -22,7 +22,7 @@ from pitstore.core.spec import FEATURE_VIEWS
 from pitstore.core.timeutil import stamp, to_us
 from pitstore.transform.dbt_engine import transform_dbt
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DAY = timedelta(days=1)
 
 

@@ -31,7 +31,7 @@ from test_serving import KEY, free_port, metric, put_features, serving_settings,
 from bench.http_load import Run, closed_loop, open_loop
 from pitstore.core.config import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUDGET_MS = 100
 ACCOUNTS = 200
 

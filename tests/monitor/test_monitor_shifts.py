@@ -17,7 +17,7 @@ from pitstore.monitor.settings import MonitorSettings
 from pitstore.synth.generate import GeneratorParams, generate
 from pitstore.synth.shifts import Shift
 from pitstore.training.pipeline import train_fraud
-from tests.test_monitor_report import (
+from test_monitor_report import (
     START,
     TRAIN,
     build_home,

@@ -41,7 +41,7 @@ def test_bench_harness_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert "| 4 |" in render_table(report)
 
 
-RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 
 
 def _recorded_score_load(name: str) -> dict:

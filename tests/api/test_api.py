@@ -16,7 +16,7 @@ from pitstore.core.config import Settings
 from pitstore.core.spec import FEATURE_VIEWS
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
-DOC = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "python-api.md"
 
 
 @pytest.fixture(scope="module")

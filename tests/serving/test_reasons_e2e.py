@@ -27,7 +27,7 @@ from pitstore.serving.explain import replay
 from pitstore.serving.settings import ServingSettings
 from pitstore.training.model import to_model_frame
 from pitstore.training.pipeline import TrainReport, train_fraud
-from tests.test_training_frames import POLICY, pipeline  # noqa: F401  (the module fixture)
+from test_training_frames import POLICY, pipeline  # noqa: F401  (the module fixture)
 
 
 @pytest.fixture(scope="module")
