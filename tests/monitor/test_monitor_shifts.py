@@ -9,14 +9,6 @@ from datetime import timedelta
 import pandas as pd
 import pyarrow as pa
 import pytest
-
-from pitstore.core.spec import FRAUD_V1
-from pitstore.models.registry import load_model, promote
-from pitstore.monitor.report import monitor
-from pitstore.monitor.settings import MonitorSettings
-from pitstore.synth.generate import GeneratorParams, generate
-from pitstore.synth.shifts import Shift
-from pitstore.training.pipeline import train_fraud
 from test_monitor_report import (
     START,
     TRAIN,
@@ -26,6 +18,14 @@ from test_monitor_report import (
     world_params,
     write_decisions,
 )
+
+from pitstore.core.spec import FRAUD_V1
+from pitstore.models.registry import load_model, promote
+from pitstore.monitor.report import monitor
+from pitstore.monitor.settings import MonitorSettings
+from pitstore.synth.generate import GeneratorParams, generate
+from pitstore.synth.shifts import Shift
+from pitstore.training.pipeline import train_fraud
 
 SMALL = GeneratorParams(accounts=300, merchants=80, days=20, seed=3, start=START)
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from test_training_frames import POLICY, pipeline  # noqa: F401  (the module fixture)
 
 from pitstore.core.config import Settings
 from pitstore.core.spec import FRAUD_V1, FeatureView
@@ -27,7 +28,6 @@ from pitstore.serving.explain import replay
 from pitstore.serving.settings import ServingSettings
 from pitstore.training.model import to_model_frame
 from pitstore.training.pipeline import TrainReport, train_fraud
-from test_training_frames import POLICY, pipeline  # noqa: F401  (the module fixture)
 
 
 @pytest.fixture(scope="module")
