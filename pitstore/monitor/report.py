@@ -90,7 +90,8 @@ def load_decisions(
             )
     cols = ["day", "decided_at", "transaction_id", "decision", "score", "fallback", *SHADOW]
     df = pd.DataFrame(rows, columns=[*cols, *SEGMENTS, *columns])
-    df["decided_at"] = pd.to_datetime(df["decided_at"], utc=True)
+    # ISO8601: a decision stamped on a whole second has no fraction (isoformat)
+    df["decided_at"] = pd.to_datetime(df["decided_at"], utc=True, format="ISO8601")
     df["score"] = df["score"].astype("float64")
     df["shadow_score"] = df["shadow_score"].astype("float64")
     df["fallback"] = df["fallback"].astype(bool)
@@ -261,7 +262,8 @@ def monitor(
             settings, window.report_ts, maturity(card), window.start_ts - timedelta(days=1)
         )
         base = performance.baseline(card, ref.labels, ref.scores, cfg)
-        perf = performance.weekly(decisions, labels, card, base, mature_before, cfg)
+        days = (window.start, window.end)
+        perf = performance.weekly(decisions, labels, card, base, mature_before, cfg, days)
         alerts += performance.alerts(perf, cfg)
         compared = challenger.compare(settings, decisions, labels, card, mature_before, cfg)
     except LabelError as exc:
