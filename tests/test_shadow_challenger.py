@@ -157,6 +157,9 @@ def test_the_app_logs_the_challenger_and_answers_with_the_champion(
         assert shadow["decision"] == other["decision"]
         assert record["score"] == answer["score"]
     assert scored > 40, scored  # measured: most of day 55's accounts are known by then
+    # a retry after a restart is answered from the audit log: still without shadow
+    again = post_day(serving(home, url, tmp_path / "a", shadow_model_version=chal), rows.head(3))
+    assert again == shadowed[:3]
     assert {r["shadow"]["model_version"] for r in records.values()} == {chal}
 
 
