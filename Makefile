@@ -25,6 +25,9 @@ help: ## List the targets and the settings they use
 demo: venv redis ## Run the daily batch end to end: data, 45 daily runs, parity, model
 	.venv/bin/pitstore demo
 
+monitor: venv redis ## A small world with a shift (amount zeroed from day 52) scored through the API; HTML monitor report
+	$(PY) -m pitstore.monitor.demo --home $(PITSTORE_HOME)/monitor-demo
+
 test: venv redis-server ## Run the whole test suite (real Redis, dbt, Feast, Spark)
 	$(PY) -m pytest -q
 
@@ -76,4 +79,4 @@ $(VENV_STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(VENV_STAMP)
 
-.PHONY: help venv redis-server redis demo test test-fast test-unit lint codegen clean parity bench bench-transform
+.PHONY: help venv redis-server redis demo monitor test test-fast test-unit lint codegen clean parity bench bench-transform

@@ -3,13 +3,16 @@
 A decision is judged only once it is older than the model's label maturity at
 the report date: a younger one's chargeback may simply not have arrived, and
 counting it as genuine would flatter recall and calibration. Weeks (Monday,
-UTC) with too few matured decisions or frauds get ``judged: false``.
+UTC) with too few matured decisions or frauds get ``judged: false``, and so do
+weeks the window covers only in part: a weekend fragment of a week met the
+row and fraud minimums and raised a calibration alert (observed/expected 3.5x)
+on a world without any shift (tests/test_monitor_false_alarms.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -120,10 +123,12 @@ def weekly(
     base: dict[str, Any],
     mature_before: datetime,
     cfg: MonitorSettings,
+    days: tuple[date, date] | None = None,
 ) -> dict[str, Any]:
     """Per week of matured decisions: metrics, bands, ECE, and the same per segment.
 
-    ``decisions`` has transaction_id, decided_at (aware), score and the segments."""
+    ``decisions`` has transaction_id, decided_at (aware), score and the segments;
+    ``days``: the window's first and last day (a week not inside it is not judged)."""
     scored = decisions[decisions["score"].notna()]
     young = scored["decided_at"] >= pd.Timestamp(mature_before)
     joined = scored[~young].merge(labels, on="transaction_id", how="inner")
@@ -144,6 +149,13 @@ def weekly(
                 "calibration": calibration_table(y, p, cfg.calibration_bins),
                 "segments": _segments(part, threshold, cfg),
             }
+            if days is not None:
+                first = pd.Timestamp(period).date()
+                covered = sum(days[0] <= first + timedelta(i) <= days[1] for i in range(7))
+                entry["days_in_window"] = covered
+                if covered < 7 and entry["judged"]:
+                    entry["judged"] = False
+                    entry["note"] = f"not judged: {covered} of its 7 days in the window"
             weeks.append(entry)
     return {
         "mature_before": mature_before.isoformat(),

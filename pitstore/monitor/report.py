@@ -18,7 +18,7 @@ import pandas as pd
 
 from pitstore.core.config import Settings
 from pitstore.models.registry import LoadedModel
-from pitstore.monitor import performance, quality
+from pitstore.monitor import challenger, performance, quality
 from pitstore.monitor.alerts import alert, ordered
 from pitstore.monitor.drift import FeatureDrift, bin_counts, bin_edges, feature_drift
 from pitstore.monitor.reference import Reference, load_reference, maturity
@@ -29,6 +29,7 @@ from pitstore.training.labels import LabelError
 from pitstore.training.model import SEGMENTS
 
 DECISIONS = ("approve", "review", "decline")
+SHADOW = ("shadow_version", "shadow_score", "shadow_decision", "shadow_error")
 
 
 class MonitorError(ValueError):
@@ -70,6 +71,7 @@ def load_decisions(
                 continue
             req = rec.get("request") or {}
             inputs = rec.get("model_input") or {}
+            shadow = rec.get("shadow") or {}
             rows.append(
                 {
                     "day": day,
@@ -78,14 +80,20 @@ def load_decisions(
                     "decision": rec.get("decision"),
                     "score": rec.get("score"),
                     "fallback": bool(rec.get("fallback")),
+                    "shadow_version": shadow.get("model_version"),
+                    "shadow_score": shadow.get("score"),
+                    "shadow_decision": shadow.get("decision"),
+                    "shadow_error": shadow.get("error"),
                     **{s: req.get(s) for s in SEGMENTS},
                     **{c: inputs.get(c) for c in columns},
                 }
             )
-    cols = ["day", "decided_at", "transaction_id", "decision", "score", "fallback"]
+    cols = ["day", "decided_at", "transaction_id", "decision", "score", "fallback", *SHADOW]
     df = pd.DataFrame(rows, columns=[*cols, *SEGMENTS, *columns])
-    df["decided_at"] = pd.to_datetime(df["decided_at"], utc=True)
+    # ISO8601: a decision stamped on a whole second has no fraction (isoformat)
+    df["decided_at"] = pd.to_datetime(df["decided_at"], utc=True, format="ISO8601")
     df["score"] = df["score"].astype("float64")
+    df["shadow_score"] = df["shadow_score"].astype("float64")
     df["fallback"] = df["fallback"].astype(bool)
     df[columns] = df[columns].astype("float64")
     return df
@@ -248,19 +256,22 @@ def monitor(
     alerts += p_alerts
     warnings += p_warnings
     mature_before = window.report_ts - maturity(card)
+    compared = None
     try:
         labels = performance.matured_labels(
             settings, window.report_ts, maturity(card), window.start_ts - timedelta(days=1)
         )
         base = performance.baseline(card, ref.labels, ref.scores, cfg)
-        perf = performance.weekly(decisions, labels, card, base, mature_before, cfg)
+        days = (window.start, window.end)
+        perf = performance.weekly(decisions, labels, card, base, mature_before, cfg, days)
         alerts += performance.alerts(perf, cfg)
+        compared = challenger.compare(settings, decisions, labels, card, mature_before, cfg)
     except LabelError as exc:
         # drift is still worth reporting when the labels cannot be read yet
         perf = {"unavailable": str(exc), "weeks": []}
     runs, previous = quality.runs_in_window(settings, window.start_ts, window.report_ts)
     alerts += quality.alerts(runs, previous, cfg)
-    return {
+    doc: dict[str, Any] = {
         "model_version": model.version,
         "window": {"from": window.start.isoformat(), "to": window.end.isoformat()},
         "report_date": window.report_ts.isoformat(),
@@ -279,6 +290,9 @@ def monitor(
         "performance": perf,
         "data_quality": {"previous_run": previous, "runs": runs},
     }
+    if compared is not None:  # only when the window's records carry a shadow verdict
+        doc["challenger"] = compared
+    return doc
 
 
 def psi_table(doc: dict[str, Any]) -> pd.DataFrame:

@@ -50,17 +50,21 @@ from pitstore.serving.settings import ServingSettings
 log = logging.getLogger("pitstore.serving")
 
 
-def load_model(settings: ServingSettings) -> Model | None:
-    """The configured model version via the training registry; None if unavailable."""
+def load_model(settings: ServingSettings, version: str | None = None) -> Model | None:
+    """A model version (default: the configured one) via the training registry;
+    None if unavailable."""
     try:
         from pitstore.models.fast_model import with_fast_path
         from pitstore.models.registry import load_model as registry_load
 
         return with_fast_path(  # type: ignore[no-any-return]
-            registry_load(settings.pitstore_settings(), settings.model_version)
+            registry_load(settings.pitstore_settings(), version or settings.model_version)
         )
     except Exception as exc:  # serve fallback decisions rather than refuse to start
-        log.error("no model loaded (%s): every decision will be a fallback", exc)
+        if version is not None:
+            log.error("shadow model %s not loaded (%s): logged as unavailable", version, exc)
+        else:
+            log.error("no model loaded (%s): every decision will be a fallback", exc)
         return None
 
 
@@ -113,7 +117,15 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             prefill_bytes=settings.audit_prefill_kb * 2**10,
             key=audit_key(settings, create=True),
         )
-        service = ScoringService(settings, load_model(settings), audit, registry, tokenize)
+        shadow = settings.shadow_model_version
+        service = ScoringService(
+            settings,
+            load_model(settings),
+            audit,
+            registry,
+            tokenize,
+            shadow=load_model(settings, shadow) if shadow else None,
+        )
         known = await asyncio.to_thread(
             service.replays.load, settings.idempotency_window_s, datetime.now(UTC)
         )

@@ -12,7 +12,9 @@ Routes in ``serving.app`` stay thin; this module owns the per-request flow:
    TTL-expired views count as missing;
 2. if the read failed, timed out, or any view is missing/stale: the documented
    fallback rules (``serving.fallback``); otherwise the model (``serving.scoring``);
-3. build the audit record (request, feature values with their timestamps and
+3. with a shadow challenger configured, score it too from the same values
+   (``serving.shadow``: logged under ``shadow``, never in the answer);
+4. build the audit record (request, feature values with their timestamps and
    ages, model input, model version, threshold, score, decision, fallback
    reason, latency) and append it durably; only then is it returned.
 """
@@ -44,6 +46,8 @@ from pitstore.serving.metrics import Metrics
 from pitstore.serving.schemas import ScoreRequest
 from pitstore.serving.scoring import Model, model_input, request_features, review_band, score_row
 from pitstore.serving.settings import ServingSettings
+from pitstore.serving.shadow import KEY as SHADOW
+from pitstore.serving.shadow import MODEL_UNAVAILABLE, failed, shadow_score, without_shadow
 
 log = logging.getLogger("pitstore.serving")
 ACCOUNT_KEY = "account_id"
@@ -82,9 +86,11 @@ class ScoringService:
         metrics: Metrics,
         tokenize: CardTokenizer,
         client: RespPool | None = None,
+        shadow: Model | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
+        self.shadow = shadow  # the challenger (settings.shadow_model_version), if loaded
         self.audit = audit
         self.metrics = metrics
         self.tokenize = tokenize
@@ -177,7 +183,7 @@ class ScoringService:
         prior = await self.replays.prior(tid, fp)
         if prior is not None:
             self.metrics.replays.inc()
-            return Answer(prior, None)
+            return Answer(without_shadow(prior), None)  # a log read at start-up has it
         self.replays.claim(tid)
         done = None
         try:
@@ -214,6 +220,8 @@ class ScoringService:
         except AuditError as exc:
             self.audit_error = str(exc)  # /readyz says so until an append succeeds
             raise
+        if SHADOW in record:  # the answer is the champion's alone
+            line = without_shadow(line)
         self.audit_error = None
         self.metrics.audit_records.inc()
         if reason is not None:
@@ -243,8 +251,31 @@ class ScoringService:
                 log.exception("model failed; falling back")
                 reason = fb.MODEL_ERROR
         record = self._record(req, read, reason, req_feats, result, now)
+        shadow = self._shadow(reason, feast_values, req_feats)
         record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        if shadow is not None:
+            record[SHADOW] = shadow  # last: ``without_shadow`` cuts it from the answer
         return record, reason
+
+    def _shadow(
+        self,
+        reason: str | None,
+        feast_values: dict[str, float | None],
+        req_feats: dict[str, float] | None,
+    ) -> dict[str, Any] | None:
+        """The challenger's verdict on the values the champion saw (None: no shadow).
+
+        Scored after the champion, whose result is final by now: the shadow
+        adds its CPU (one tree-ensemble evaluation) but cannot change the answer."""
+        version = self.settings.shadow_model_version
+        if version is None:
+            return None
+        if self.shadow is None:
+            return failed(version, MODEL_UNAVAILABLE)
+        if (reason is not None and reason != fb.MODEL_ERROR) or req_feats is None:
+            # no usable features: the challenger would have fallen back too
+            return failed(str(self.shadow.card["version"]), reason or fb.FEATURES_MISSING)
+        return shadow_score(self.shadow, feast_values, req_feats)
 
     def _record(
         self,

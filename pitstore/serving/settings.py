@@ -32,6 +32,13 @@ class ServingSettings(BaseSettings):
     model_version: str = Field(
         "promoted", description='A model version under models/, or "promoted".'
     )
+    shadow_model_version: str | None = Field(
+        None,
+        description="A challenger model version scored in shadow: every request the "
+        "champion (model_version) scores is scored by it too, after the champion, from "
+        "the same features; its score and decision go to the audit record's 'shadow' "
+        "field only, never into the answer. Unset: no shadow. See docs/serving.md.",
+    )
     budget_ms: int = Field(100, ge=5, le=10_000, description="Time budget per /v1/score request.")
     reasons_for: Literal["adverse", "all"] = Field(
         "adverse",

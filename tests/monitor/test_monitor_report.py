@@ -44,6 +44,7 @@ from pitstore.serving import fallback as fb
 from pitstore.serving.audit import AuditLog, new_decision_id
 from pitstore.serving.schemas import ScoreRequest
 from pitstore.serving.scoring import decide, model_input, request_features
+from pitstore.serving.shadow import failed, shadow_score
 from pitstore.synth.generate import GeneratorParams
 from pitstore.synth.shifts import Shift
 from pitstore.training.frames import resolve_service
@@ -116,15 +117,18 @@ def write_decisions(
     rows: pd.DataFrame,
     amount_factor: int = 1,
     amounts: dict[str, int] | None = None,
+    shadow: LoadedModel | None = None,
 ) -> int:
     """Score each transaction with serving.scoring's functions and log it like the
     service does (decided at the transaction's time). ``amount_factor`` scales the
     requested amount: an upstream bug in the payment switch. ``amounts``: what the
-    switch sent, by transaction, when the landing zone holds something else."""
+    switch sent, by transaction, when the landing zone holds something else.
+    ``shadow``: a challenger scored as the service does (serving.shadow)."""
     service = resolve_service(model.card["feature_service"])
     feast_cols = [c for c in model.feature_columns if "__" in c]
     reqs: list[ScoreRequest] = []
     inputs: list[dict[str, float] | None] = []
+    verdicts: list[dict[str, object] | None] = []
     for r in rows.to_dict("records"):
         req = ScoreRequest(
             transaction_id=r["transaction_id"],
@@ -141,16 +145,23 @@ def write_decisions(
         feast = {c: (None if pd.isna(r[c]) else float(r[c])) for c in feast_cols}
         txn = req.txn()
         try:
-            row = model_input(model.feature_columns, feast, request_features(txn, feast, service))
+            req_feats = request_features(txn, feast, service)
+            row = model_input(model.feature_columns, feast, req_feats)
         except KeyError:  # as the service: a missing input falls back
             row = None
+        if shadow is not None:
+            verdicts.append(
+                shadow_score(shadow, feast, req_feats)
+                if row is not None
+                else failed(str(shadow.card["version"]), fb.FEATURES_MISSING)
+            )
         reqs.append(req)
         inputs.append(row)
     scored = [row for row in inputs if row is not None]
     scores = iter(model.predict_proba(pd.DataFrame(scored, columns=model.feature_columns)))
     log = AuditLog(audit_dir)
     try:
-        for req, row in zip(reqs, inputs, strict=True):
+        for i, (req, row) in enumerate(zip(reqs, inputs, strict=True)):
             if row is None:
                 fd = fb.fallback_decision(req.txn(), fb.FEATURES_MISSING)
                 decision, score, reason = fd.decision, None, fb.FEATURES_MISSING
@@ -171,6 +182,7 @@ def write_decisions(
                     "request": req.logged(),
                     "features": {},
                     "model_input": row,
+                    **({"shadow": verdicts[i]} if shadow is not None else {}),
                 }
             )
     finally:
