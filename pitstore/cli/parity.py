@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from pitstore.cli.common import console, err
+from pitstore.cli.common import console, err, step
 from pitstore.cli.common import fail as _fail
 
 if TYPE_CHECKING:
@@ -307,6 +307,7 @@ def engines(
         raise
     settings = get_settings()
     target = out or settings.home / "parity" / "engines"
+    step(f"running dbt and Spark on {len(ws)} watermark(s) into {target}, then comparing")
     try:
         report = run_engines(settings, ws, target, master=master, fresh=fresh, rel_tol=rel_tol)
     except (LandingError, TransformError) as exc:

@@ -190,6 +190,10 @@ def train(
     use_system_allocator()
     policy = _policy(labels_known_by, label_maturity_days, "exclude", None, None)
     costs = Costs(cost_missed_fraud, cost_false_decline, cost_review)
+    step(
+        "training on an as_known frame"
+        + (", then on as_of for comparison (about twice as long)" if compare_modes else "")
+    )
     try:
         report = train_fraud(
             get_settings(), policy, service, costs, valid_share, compare_modes=compare_modes

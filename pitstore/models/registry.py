@@ -140,6 +140,15 @@ def save_model(
     return final
 
 
+def calibration_extent(table: list[dict[str, float]]) -> float:
+    """The calibration plot's upper limit on both axes: the scores' range, not 0-1.
+
+    Fraud scores sit near 0; a 0-1 frame squeezes every point into the corner.
+    """
+    values = [r["mean_score"] for r in table] + [r["fraud_rate"] for r in table]
+    return max([*values, 1e-4]) * 1.1
+
+
 def _plots(folder: Path, y: np.ndarray, p: np.ndarray, card: dict[str, Any]) -> None:
     import matplotlib
 
@@ -151,6 +160,14 @@ def _plots(folder: Path, y: np.ndarray, p: np.ndarray, card: dict[str, Any]) -> 
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(rec, prec, label=f"model (PR-AUC {card['metrics'].get('pr_auc') or 0:.3f})")
     ax.axhline(y.mean(), ls="--", c="grey", label=f"baseline ({y.mean():.4f})")
+    threshold = card.get("threshold")
+    if threshold is not None and len(y):
+        # The operating point: where the card's threshold puts precision and recall.
+        flagged = p >= threshold
+        tp = float((flagged & (y == 1)).sum())
+        op_rec = tp / max(1.0, float((y == 1).sum()))
+        op_prec = tp / max(1.0, float(flagged.sum()))
+        ax.plot([op_rec], [op_prec], "o", c="red", label=f"threshold {threshold:.3f}")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_title(f"PR curve, out-of-time validation\n{card['version']}")
@@ -160,8 +177,14 @@ def _plots(folder: Path, y: np.ndarray, p: np.ndarray, card: dict[str, Any]) -> 
     plt.close(fig)
     table = card["metrics"].get("calibration", [])
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot([0, 1], [0, 1], ls="--", c="grey")
-    ax.plot([r["mean_score"] for r in table], [r["fraud_rate"] for r in table], marker="o")
+    xs = [r["mean_score"] for r in table]
+    ys = [r["fraud_rate"] for r in table]
+    top = calibration_extent(table)
+    ax.plot([0, top], [0, top], ls="--", c="grey", label="perfectly calibrated")
+    ax.plot(xs, ys, marker="o", label="model")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.legend()
     ax.set_xlabel("mean predicted probability")
     ax.set_ylabel("observed fraud rate")
     ax.set_title("Calibration (deciles of score)")

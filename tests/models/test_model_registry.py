@@ -161,3 +161,11 @@ def test_explain_never_loads_a_model_version_outside_models(
     with pytest.raises(ExplainError, match="invalid model version id"):
         replay(settings, decision_id)
     assert not marker.exists()
+
+
+def test_the_calibration_plot_is_zoomed_to_the_scores() -> None:
+    from pitstore.models.registry import calibration_extent
+
+    table = [{"mean_score": 0.001, "fraud_rate": 0.0}, {"mean_score": 0.026, "fraud_rate": 0.028}]
+    assert calibration_extent(table) == pytest.approx(0.028 * 1.1)
+    assert calibration_extent([]) > 0  # an empty table still draws
