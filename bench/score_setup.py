@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # every request (the no-op servers ignore it), its entry in the server's env.
 KEY = new_key()
 SERVER_ENV = {"PITSTORE_API_KEYS": entry_for("bench", KEY, ["score"])}
-sys.path.insert(0, str(ROOT / "tests"))  # the tests' feature writer and model card
+sys.path[:0] = [str(ROOT / "tests" / "serving"), str(ROOT / "tests")]  # the tests' feature writer and model card
 HOST = "127.0.0.1"
 
 

@@ -132,6 +132,25 @@ class Store:
             )
         return out
 
+    def train(self, frame: pd.DataFrame, valid_share: float = 0.3) -> dict[str, Any]:
+        """Train the fraud model on a frame from :meth:`training_frame` and register it
+        (not promoted); returns the model card. The frame needs a ``label`` column
+        (1 fraud, 0 genuine, null unlabelled) and the transaction columns
+        (``transaction_id``, ``amount``, ``country``, ``channel``, ``currency``)."""
+        import pyarrow as pa
+
+        from pitstore.training.frames import TS, TrainingFrame
+        from pitstore.training.pipeline import train_on_frame
+
+        if "audit" not in frame.attrs or "manifest" not in frame.attrs:
+            raise ValueError(
+                "train on a frame returned by Store.training_frame (it carries its audit)"
+            )
+        df = frame.rename(columns={FEAST_TIMESTAMP: TS}) if FEAST_TIMESTAMP in frame else frame
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        loaded = TrainingFrame.loaded(table, frame.attrs["audit"], frame.attrs["manifest"])
+        return train_on_frame(self.settings, loaded, valid_share=valid_share).card
+
     def feast(self) -> Any:
         """Feast's ``FeatureStore`` for this home. Its historical retrieval is ``as_of``."""
         return get_store(self.settings)

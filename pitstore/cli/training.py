@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -169,7 +169,17 @@ def verify_cmd(manifest: Annotated[Path, typer.Argument(help="manifest.json of a
 
 
 def train(
-    labels_known_by: Annotated[str, typer.Option(help="Use labels known by DATE.")],
+    labels_known_by: Annotated[
+        str | None, typer.Option(help="Build the frame from labels known by DATE.")
+    ] = None,
+    frame_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--frame",
+            help="Train on a frame you built: a `training-frame --out` directory "
+            "(frame.parquet with a label column, audit.json, manifest.json).",
+        ),
+    ] = None,
     service: Annotated[str, typer.Option(help="Feature service.")] = "fraud_v1",
     compare_modes: Annotated[bool, typer.Option(help="Also train on as_of and compare.")] = False,
     label_maturity_days: Annotated[float, typer.Option(help="Label maturity.")] = 14.0,
@@ -187,9 +197,18 @@ def train(
     from pitstore.training.model import Costs
     from pitstore.training.pipeline import train_fraud
 
+    if (labels_known_by is None) == (frame_dir is None):
+        _fail("give --labels-known-by DATE or --frame DIR (one of them)")
     use_system_allocator()
-    policy = _policy(labels_known_by, label_maturity_days, "exclude", None, None)
     costs = Costs(cost_missed_fraud, cost_false_decline, cost_review)
+    if frame_dir is not None:
+        if compare_modes:
+            _fail("--compare-modes builds its own frames: use it with --labels-known-by")
+        report = _train_on_dir(frame_dir, costs, valid_share)
+        _print_trained(report)
+        return
+    assert labels_known_by is not None
+    policy = _policy(labels_known_by, label_maturity_days, "exclude", None, None)
     step(
         "training on an as_known frame"
         + (", then on as_of for comparison (about twice as long)" if compare_modes else "")
@@ -201,6 +220,36 @@ def train(
     except (FrameError, LabelError, ValueError) as exc:
         _fail(str(exc))
         return
+    _print_trained(report)
+
+
+def _train_on_dir(frame_dir: Path, costs: Any, valid_share: float) -> Any:
+    """Train on a frame directory as `training-frame --out` writes it (checked first)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pitstore.training.frames import FrameError, TrainingFrame
+    from pitstore.training.pipeline import train_on_frame
+
+    files = {n: frame_dir / n for n in ("frame.parquet", "audit.json", "manifest.json")}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        _fail(f"not a frame directory: missing {missing}")
+    try:
+        table = pq.read_table(files["frame.parquet"])
+        audit = json.loads(files["audit.json"].read_text())
+        manifest = json.loads(files["manifest.json"].read_text())
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        _fail(f"{frame_dir}: cannot read the frame: {str(exc).splitlines()[0]}")
+    step(f"training on {frame_dir} ({table.num_rows} rows, mode {audit.get('mode')})")
+    try:
+        loaded = TrainingFrame.loaded(table, audit, manifest)
+        return train_on_frame(get_settings(), loaded, costs, valid_share)
+    except (FrameError, ValueError) as exc:
+        _fail(str(exc))
+
+
+def _print_trained(report: Any) -> None:
     m = report.card["metrics"]
     console.print(f"model [bold]{report.version}[/] (not promoted)")
     console.print(

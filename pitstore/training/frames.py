@@ -187,6 +187,13 @@ class TrainingFrame:
     def to_pandas(self) -> pd.DataFrame:
         return self.table.to_pandas()
 
+    @classmethod
+    def loaded(
+        cls, table: pa.Table, audit: dict[str, Any], manifest: dict[str, Any]
+    ) -> TrainingFrame:
+        """A frame read back (from its files, or a notebook's DataFrame): no join to show."""
+        return cls(table, audit, manifest, table, JoinResult(table))
+
 
 def assemble(requests: pa.Table, join: JoinResult) -> pa.Table:
     table = requests

@@ -24,6 +24,7 @@ from pitstore.core.spec import FRAUD_V1, FeatureService
 from pitstore.models.registry import CARD_KEYS, list_models, load_model, promote
 from pitstore.training.frames import (
     DuplicateRequestError,
+    FrameError,
     FutureTimestampError,
     MissingColumnError,
     NullKeyError,
@@ -289,3 +290,41 @@ def test_frame_bytes_do_not_depend_on_chunk_layout() -> None:
     chunked = pa.concat_tables([whole.slice(0, 1 << 20), whole.slice(1 << 20)])
     assert chunked.column("a").num_chunks == 2
     assert table_bytes(whole) == table_bytes(chunked)
+
+
+def test_train_on_a_frame_you_built(pipeline: Settings, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`pitstore train --frame DIR` and Store.train(frame) train on a user's frame; the
+    card names that frame's fingerprint; the same frame gives the same metrics."""
+    from pitstore import Store
+    from pitstore.cli.app import app
+
+    monkeypatch.setenv("PITSTORE_HOME", str(pipeline.home))
+    runner = CliRunner()
+    out = tmp_path / "f"
+    res = runner.invoke(
+        app, ["training-frame", "--labels-known-by", CUTOFF.isoformat(), "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", "--frame", str(out)])
+    assert res.exit_code == 0, res.output
+    version = res.output.split("model ")[1].split()[0]
+    card = json.loads((pipeline.home / "models" / version / "model_card.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert card["frame_fingerprint"] == manifest["fingerprint"]
+    assert card["label_policy"] == {"source": "the frame's own label column"}
+
+    # The notebook path: a user's own requests with their own labels.
+    requests, _ = fraud_requests(pipeline, POLICY)
+    store = Store(home=pipeline.home)
+    frame = store.training_frame(requests.to_pandas())
+    trained = store.train(frame)
+    assert trained["frame_fingerprint"] == frame.attrs["manifest"]["fingerprint"]
+    assert trained["metrics"]["fraud"] > 0 and trained["label_cutoff"] is None
+
+    # Wrong input: no label column, both or neither option, not a frame directory.
+    with pytest.raises(FrameError, match="label"):
+        store.train(store.training_frame(requests.drop_columns(["label"]).to_pandas()))
+    res = runner.invoke(app, ["train"])
+    assert res.exit_code == 2 and "one of them" in res.output
+    res = runner.invoke(app, ["train", "--frame", str(tmp_path)])
+    assert res.exit_code == 2 and "not a frame directory" in res.output
