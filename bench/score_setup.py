@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # every request (the no-op servers ignore it), its entry in the server's env.
 KEY = new_key()
 SERVER_ENV = {"PITSTORE_API_KEYS": entry_for("bench", KEY, ["score"])}
-sys.path[:0] = [str(ROOT / "tests" / "serving"), str(ROOT / "tests")]  # the tests' feature writer and model card
+# The tests' feature writer and model card (tests/serving/test_serving.py).
+sys.path[:0] = [str(ROOT / "tests" / "serving"), str(ROOT / "tests")]
 HOST = "127.0.0.1"
 
 
