@@ -56,7 +56,7 @@ def test_score_verdict_judges_against_the_durable_reference() -> None:
     from bench.score_verdict import SCORE_P99_VS_DURABLE_MAX, score_report
     from bench.table import render_table
 
-    res = _recorded_score_load("latest.json")
+    res = _recorded_score_load("score-http-recorded.json")
     report = score_report(res)
     # Recorded run: pitstore p99 38.7 ms, the no-op + durable append 75.0 ms (chunk medians).
     assert report["goal"]["yardstick"] == "noop_durable"
@@ -113,7 +113,7 @@ def test_score_verdict_ignores_the_machine_tuning() -> None:
     give the same verdict."""
     from bench.score_verdict import score_report
 
-    res = _recorded_score_load("latest.json")
+    res = _recorded_score_load("score-http-recorded.json")
     held = score_report({**res, "idle_hold": {"held": True}})
     free = score_report({**res, "idle_hold": {"held": False, "reason": "--no-idle-hold"}})
     assert held["goal"] == free["goal"]
