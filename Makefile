@@ -28,12 +28,12 @@ demo: venv redis ## Run the daily batch end to end: data, 45 daily runs, parity,
 monitor: venv redis ## A small world with a shift (amount zeroed from day 52) scored through the API; HTML monitor report
 	$(PY) -m pitstore.monitor.demo --home $(PITSTORE_HOME)/monitor-demo
 
-test: venv redis-server ## Run the whole test suite (real Redis, dbt, Feast, Spark)
+test: venv redis-server chromium ## Run the whole test suite (real Redis, dbt, Feast, Spark, Chromium)
 	$(PY) -m pytest -q
 
 ##@ Development
 
-test-fast: venv redis-server ## Run the tests without Spark
+test-fast: venv redis-server chromium ## Run the tests without Spark
 	$(PY) -m pytest -q -m "not spark"
 
 test-unit: venv ## Run the fast unit tests only (no Redis, dbt, Spark or servers)
@@ -61,6 +61,9 @@ bench-transform: venv ## Benchmark #6 alone: one incremental day vs a full rebui
 
 venv: $(VENV_STAMP) ## Create .venv with the pinned versions
 
+chromium: ## Install Debian's chromium if missing (the HTML report's browser test)
+	@command -v chromium >/dev/null || { echo "installing chromium"; apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
 redis-server: ## Install redis-server if missing (Debian package)
 	@command -v redis-server >/dev/null || { echo "installing redis-server"; apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 
@@ -79,4 +82,4 @@ $(VENV_STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(VENV_STAMP)
 
-.PHONY: help venv redis-server redis demo monitor test test-fast test-unit lint codegen clean parity bench bench-transform
+.PHONY: help venv chromium redis-server redis demo monitor test test-fast test-unit lint codegen clean parity bench bench-transform

@@ -18,16 +18,30 @@ START = datetime(2026, 1, 5, tzinfo=UTC)
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def landed(tmp_path_factory: pytest.TempPathFactory, redis_proc) -> Settings:  # type: ignore[no-untyped-def]
+def land(home: Path, url: str) -> Settings:
     from pitstore.landing.zone import write_landing
     from pitstore.synth.generate import GeneratorParams, generate
 
-    home = tmp_path_factory.mktemp("cli-home")
-    url = f"redis://{redis_proc.host}:{redis_proc.port}/4"
     settings = Settings(pitstore_home=home, redis_url=url)
     params = GeneratorParams(accounts=50, merchants=10, days=6, start=START)
     write_landing(generate(params), settings.landing)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def landed(tmp_path_factory: pytest.TempPathFactory, redis_proc) -> Settings:  # type: ignore[no-untyped-def]
+    """A landed home nothing has run on yet."""
+    url = f"redis://{redis_proc.host}:{redis_proc.port}/4"
+    return land(tmp_path_factory.mktemp("cli-home"), url)
+
+
+@pytest.fixture(scope="module")
+def backfilled(tmp_path_factory: pytest.TempPathFactory, redis_proc) -> Settings:  # type: ignore[no-untyped-def]
+    """Another landed home, its six daily runs made and the last one materialized."""
+    url = f"redis://{redis_proc.host}:{redis_proc.port}/5"
+    settings = land(tmp_path_factory.mktemp("cli-backfilled"), url)
+    res = run(settings, "backfill", "--from", "2026-01-06", "--to", "2026-01-11", "--materialize")
+    assert res.exit_code == 0, res.output
     return settings
 
 
@@ -60,10 +74,8 @@ def test_backfill_replays_in_order_resumes_and_refuses_what_it_cannot(landed: Se
     assert len(completed_watermarks(landed)) == 6
 
 
-def test_parity_online_defaults_to_the_watermark_redis_holds(landed: Settings) -> None:
-    if len(completed_watermarks(landed)) < 6:
-        pytest.skip("needs the backfilled home of the test above")  # pragma: no cover
-    res = run(landed, "parity", "online", "--sample", "20")
+def test_parity_online_defaults_to_the_watermark_redis_holds(backfilled: Settings) -> None:
+    res = run(backfilled, "parity", "online", "--sample", "20")
     assert res.exit_code == 0, res.output
     assert "W=2026-01-11T00:00:00+00:00" in res.output and "PASS" in res.output
     assert "…" not in res.output.replace("… building", "")  # nothing cut at 80 columns
@@ -81,10 +93,8 @@ def test_wrong_frame_input_is_one_clear_line(landed: Settings, tmp_path: Path) -
 
 
 def test_an_unknown_entity_is_counted_warned_and_fails_the_frame(
-    landed: Settings, tmp_path: Path
+    backfilled: Settings, tmp_path: Path
 ) -> None:
-    if not completed_watermarks(landed):
-        pytest.skip("needs the backfilled home")  # pragma: no cover
     req = tmp_path / "req.csv"
     pd.DataFrame(
         {
@@ -93,7 +103,7 @@ def test_an_unknown_entity_is_counted_warned_and_fails_the_frame(
             "ts": ["2026-01-09T12:00:00+00:00", "2026-01-09T13:00:00+00:00"],
         }
     ).to_csv(req, index=False)
-    res = run(landed, "training-frame", "--requests", str(req), "--out", str(tmp_path / "f"))
+    res = run(backfilled, "training-frame", "--requests", str(req), "--out", str(tmp_path / "f"))
     assert res.exit_code == 1, res.output
     assert "1 request rows have entity keys the store never saw" in res.output
     assert (tmp_path / "f" / "manifest.json").exists()  # the frame is still written
