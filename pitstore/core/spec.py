@@ -27,7 +27,14 @@ AggFunction = Literal[
     "share",  # events whose boolean input is true / count, 0.0 when empty
     "fraud_count",  # events carrying a fraud label known at both T and W
     "fraud_rate",  # fraud_count / count, 0.0 when empty
+    # Population standard deviation of the non-null values of the input, from
+    # exact integer sums (so both engines round identically); 0.0 when empty.
+    "stddev",
+    # Distinct UTC calendar days with at least one event whose boolean input is true.
+    "days_with",
 ]
+# Where a view's events come from: a landing dataset, deduplicated.
+Source = Literal["transactions", "ledger"]
 DType = Literal["int64", "float64"]
 
 # The bank's home country: a transaction elsewhere is "foreign".
@@ -35,7 +42,7 @@ HOME_COUNTRY = "GB"
 # Channels where the card is not physically present.
 CARD_NOT_PRESENT_CHANNELS = ("ecom",)
 
-_FLOAT_FUNCTIONS = {"mean", "share", "fraud_rate"}
+_FLOAT_FUNCTIONS = {"mean", "share", "fraud_rate", "stddev"}
 
 
 def window_label(window: timedelta) -> str:
@@ -119,6 +126,7 @@ class FeatureView:
     aggregations: tuple[Aggregation, ...]
     description: str
     tags: dict[str, str] = field(default_factory=dict)
+    source: Source = "transactions"
 
     @cached_property  # the spec is static; the scoring hot path reads this per request
     def features(self) -> list[Feature]:
@@ -266,6 +274,39 @@ MERCHANT_DAILY = FeatureView(
     ),
 )
 
+# Credit: account behaviour from the ledger (salary and other credits, direct
+# debits, overdraft fees, missed and returned payments, end-of-day balances).
+# Derived ledger inputs (``inflow_amount``, ``is_salary``, ...) are computed in
+# the ledger staging; see the ledger's entries in the derived inputs.
+D90, D180 = timedelta(days=90), timedelta(days=180)
+ACCOUNT_LEDGER_DAILY = FeatureView(
+    name="account_ledger_daily",
+    entity=ACCOUNT,
+    cadence=D1,
+    source="ledger",
+    description="Account cash-flow behaviour: income, its regularity, overdraft and arrears.",
+    aggregations=(
+        Aggregation("inflow_sum", "sum", "inflow_amount", (D90,), "Salary and other credits"),
+        Aggregation("inflow_stddev", "stddev", "inflow_amount", (D90,), "Spread of credits"),
+        Aggregation("salary_days", "days_with", "is_salary", (D90,), "Days a salary came in"),
+        Aggregation("outflow_sum", "sum", "outflow_amount", (D90,), "Direct debits and fees"),
+        Aggregation("overdraft_days", "days_with", "is_overdrawn", (D90,), "Days ending overdrawn"),
+        Aggregation(
+            "overdraft_fee_sum", "sum", "overdraft_fee_amount", (D90,), "Overdraft fees charged"
+        ),
+        Aggregation(
+            "missed_payments",
+            "sum",
+            "is_missed_payment",
+            (D90, D180),
+            "Missed or returned payments",
+        ),
+        Aggregation(
+            "balance_stddev", "stddev", "balance", (D90,), "Volatility of end-of-day balances"
+        ),
+    ),
+)
+
 FEATURE_VIEWS: tuple[FeatureView, ...] = (ACCOUNT_HOURLY, ACCOUNT_DAILY, MERCHANT_DAILY)
 ENTITIES: tuple[Entity, ...] = (ACCOUNT, MERCHANT)
 
@@ -274,6 +315,14 @@ FRAUD_V1 = FeatureService(
     views=FEATURE_VIEWS,
     description="Card fraud model v1: account velocity, account baseline, merchant risk.",
 )
+# Credit pre-screening v1: ledger behaviour plus the card-spend baseline.
+CREDIT_V1 = FeatureService(
+    name="credit_v1",
+    views=(ACCOUNT_LEDGER_DAILY, ACCOUNT_DAILY),
+    description="Credit pre-screening PD model v1: cash flow, arrears and spending baseline.",
+)
+# ACCOUNT_LEDGER_DAILY and CREDIT_V1 join FEATURE_VIEWS / FEATURE_SERVICES once
+# both engines compute ledger views.
 FEATURE_SERVICES: tuple[FeatureService, ...] = (FRAUD_V1,)
 
 for _view in FEATURE_VIEWS:

@@ -78,10 +78,10 @@ LEDGER_SCHEMA = pa.schema(
         ("ledger_event_id", pa.string()),
         ("account_id", pa.string()),
         ("event_type", pa.string()),  # one of LEDGER_EVENT_TYPES
-        # Major units like transactions.amount, always >= 0 (the type says the
-        # direction); null for balance_snapshot.
+        # Minor units, integral, like transactions.amount; always >= 0 (the type
+        # says the direction); null for balance_snapshot.
         ("amount", pa.float64()),
-        # Signed end-of-day balance in major units; null except for balance_snapshot.
+        # Signed end-of-day balance in minor units; null except for balance_snapshot.
         ("balance", pa.float64()),
         ("currency", pa.string()),
         ("event_ts", pa.string()),  # a string for the same reason as transactions.event_ts
@@ -96,11 +96,11 @@ APPLICATIONS_SCHEMA = pa.schema(
         ("application_id", pa.string()),
         ("account_id", pa.string()),
         ("applicant_age", pa.int32()),
-        ("amount", pa.float64()),  # requested principal, major units
+        ("amount", pa.float64()),  # requested principal, minor units
         ("term_months", pa.int32()),
-        ("stated_income", pa.float64()),  # annual gross, major units
+        ("stated_income", pa.float64()),  # annual gross, minor units
         ("employment_months", pa.int32()),
-        ("existing_debt", pa.float64()),  # monthly repayments on other debt, major units
+        ("existing_debt", pa.float64()),  # monthly repayments on other debt, minor units
         ("purpose", pa.string()),
         ("region", pa.string()),
         # From the credit bureau at application time; null when none on file.
