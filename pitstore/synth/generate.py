@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pitstore.landing.schema import (
     DATASETS,
@@ -34,13 +32,18 @@ from pitstore.landing.schema import (
 from pitstore.synth import generate_fraud as fraud
 from pitstore.synth.generate_fraud import (
     BAD_KINDS,
-    TS_NAIVE,
-    TS_UNPARSEABLE,
     US_PER_DAY,
     US_PER_H,
     US_PER_S,
 )
 from pitstore.synth.shifts import Shift, apply_shifts
+from pitstore.synth.stamps import SOURCE_ZONE_P as _SOURCE_ZONE_P
+from pitstore.synth.stamps import SOURCE_ZONES as _SOURCE_ZONES
+from pitstore.synth.stamps import event_ts_strings as _event_ts_strings
+from pitstore.synth.stamps import ids as _ids
+from pitstore.synth.stamps import offset_minutes as _offset_minutes
+from pitstore.synth.stamps import partitioned as _partitioned
+from pitstore.synth.stamps import to_us as _to_us
 
 __all__ = [
     "BAD_KINDS",
@@ -121,9 +124,6 @@ _HOUR_WEIGHT = np.array(
     ]
 )
 _WEEKDAY_WEIGHT = np.array([0.90, 0.95, 1.0, 1.05, 1.25, 1.20, 0.75])  # Mon..Sun
-# Source systems stamp event_ts in their own zone; "UTC" ones write "Z".
-_SOURCE_ZONES = ("UTC", "Europe/London", "Europe/Paris", "America/New_York")
-_SOURCE_ZONE_P = np.array([0.70, 0.15, 0.10, 0.05])
 
 
 @dataclass(frozen=True)
@@ -204,33 +204,6 @@ class GeneratorParams:
         )
 
 
-def _to_us(ts: datetime) -> int:
-    return (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-
-
-def _offset_minutes(zone: str, base_us: int, n_hours: int) -> np.ndarray:
-    """UTC offset (minutes) of `zone` for each UTC hour from base_us.
-
-    An hourly table is exact here: the UK, EU and US DST switches all happen
-    on a whole UTC hour (01:00 UTC in Europe, 06:00/07:00 UTC in New York).
-    """
-    tz = ZoneInfo(zone)
-    base = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=base_us)
-    out = np.empty(n_hours, np.int64)
-    for h in range(n_hours):
-        offset = (base + timedelta(hours=h)).astimezone(tz).utcoffset()
-        out[h] = (offset or timedelta(0)) // timedelta(minutes=1)  # never None for ZoneInfo
-    return out
-
-
-def _ids(prefix: str, width: int, codes: np.ndarray) -> pa.Array:
-    """prefix + zero-padded code; negative codes become nulls (bad events)."""
-    digits = pc.utf8_lpad(
-        pc.cast(pa.array(codes, mask=codes < 0), pa.string()), width=width, padding="0"
-    )
-    return pc.binary_join_element_wise(prefix, digits, "")
-
-
 def _device_ids(codes: np.ndarray) -> pa.Array:
     # Opaque ids: a bijective multiplicative hash so an attacker's device id
     # does not look different from a customer's (no leak through the format).
@@ -239,25 +212,6 @@ def _device_ids(codes: np.ndarray) -> pa.Array:
         [None if c < 0 else f"D{(int(c) * 2654435761) % 2**32:08x}" for c in uniq], dtype=object
     )
     return pa.array(names[inverse], type=pa.string())
-
-
-def _event_ts_strings(
-    event_us: np.ndarray, zone: np.ndarray, style: np.ndarray, base_us: int, offsets: np.ndarray
-) -> pa.Array:
-    hour = np.clip((event_us - base_us) // US_PER_H, 0, offsets.shape[1] - 1)
-    off = offsets[zone, hour]
-    local = (event_us + off * 60 * US_PER_S).astype("datetime64[us]")
-    text = np.datetime_as_string(local, unit="us").astype(object)
-    uniq, inverse = np.unique(off, return_inverse=True)
-    suffix = np.array(
-        [f"{'+' if o >= 0 else '-'}{abs(o) // 60:02d}:{abs(o) % 60:02d}" for o in uniq],
-        dtype=object,
-    )[inverse]
-    suffix[zone == 0] = "Z"
-    suffix[style == TS_NAIVE] = ""
-    text = text + suffix
-    text[style == TS_UNPARSEABLE] = "not-a-time"
-    return pa.array(text, type=pa.string())
 
 
 def _genuine_events(
@@ -410,30 +364,6 @@ def _transactions_table(
         ],
         schema=TRANSACTIONS_SCHEMA,
     )
-
-
-def _partitioned(
-    rng: np.random.Generator,
-    dataset: str,
-    table: pa.Table,
-    day: np.ndarray,
-    part: np.ndarray,
-    start: date,
-) -> dict[PartitionKey, pa.Table]:
-    # Shuffle, then stable-sort by partition: rows inside a file arrive out of
-    # order, as they do from a real feed, but reproducibly.
-    perm = rng.permutation(day.size)
-    order = perm[np.argsort((day * 2 + part)[perm], kind="stable")]
-    table, day, part = table.take(order), day[order], part[order]
-    out: dict[PartitionKey, pa.Table] = {}
-    bounds = np.flatnonzero(np.diff(day * 2 + part)) + 1
-    for lo, hi in zip(
-        np.concatenate([[0], bounds]), np.concatenate([bounds, [day.size]]), strict=True
-    ):
-        if hi > lo:
-            d = (start + timedelta(days=int(day[lo]))).isoformat()
-            out[(dataset, d, int(part[lo]))] = table.slice(lo, hi - lo)
-    return out
 
 
 def generate(params: GeneratorParams) -> LandingBatch:
