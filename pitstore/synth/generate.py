@@ -30,6 +30,7 @@ from pitstore.landing.schema import (
     PartitionKey,
 )
 from pitstore.synth import generate_fraud as fraud
+from pitstore.synth.generate_credit import CreditParams, generate_credit
 from pitstore.synth.generate_fraud import (
     BAD_KINDS,
     US_PER_DAY,
@@ -48,6 +49,7 @@ from pitstore.synth.stamps import to_us as _to_us
 __all__ = [
     "BAD_KINDS",
     "DATASETS",
+    "CreditParams",
     "DRIFT_COLUMN",
     "LABELS_SCHEMA",
     "TRANSACTIONS_SCHEMA",
@@ -135,6 +137,9 @@ class GeneratorParams:
     start: datetime = datetime(2026, 1, 5, tzinfo=UTC)
     bad_rate: float = 0.002
     shifts: tuple[Shift, ...] = ()  # documented shifts from a day (synth/shifts.py)
+    # The ledger, loan applications and their outcomes (synth/generate_credit.py);
+    # None: the card datasets only.
+    credit: CreditParams | None = None
 
     def __post_init__(self) -> None:
         # ids have fixed widths (A000042, C0000421, M00017): cap to fit them.
@@ -164,6 +169,8 @@ class GeneratorParams:
         if not all(isinstance(sh, Shift) for sh in shifts):
             raise TypeError(f"shifts must be synth.shifts.Shift values, got {shifts!r}")
         object.__setattr__(self, "shifts", shifts)
+        if self.credit is not None and not isinstance(self.credit, CreditParams):
+            raise TypeError(f"credit must be a CreditParams or None, got {self.credit!r}")
         s = self.start
         if not isinstance(s, datetime) or s.tzinfo is None or s.utcoffset() is None:
             raise ValueError(f"start must be a timezone-aware UTC datetime, got {s!r}")
@@ -189,6 +196,7 @@ class GeneratorParams:
             "bad_rate": self.bad_rate,
             # only when set: unshifted worlds keep the manifests they always had
             **({"shifts": [sh.to_dict() for sh in self.shifts]} if self.shifts else {}),
+            **({"credit": self.credit.to_dict()} if self.credit else {}),
         }
 
     @classmethod
@@ -201,6 +209,7 @@ class GeneratorParams:
             start=datetime.fromisoformat(d["start"]),
             bad_rate=d["bad_rate"],
             shifts=tuple(Shift.from_dict(sh) for sh in d.get("shifts", [])),
+            credit=CreditParams.from_dict(d["credit"]) if d.get("credit") else None,
         )
 
 
@@ -471,4 +480,10 @@ def generate(params: GeneratorParams) -> LandingBatch:
     }
     for k, name in enumerate(("card_testing", "account_takeover", "compromised_merchant"), 1):
         stats[f"fraud_{name}"] = int((allrows["fraud_kind"][orig] == k).sum())
+    if p.credit is not None:
+        credit_tables, credit_stats = generate_credit(
+            p.credit, p.accounts, p.seed, p.start, p.days, p.bad_rate
+        )
+        tables.update(credit_tables)
+        stats.update(credit_stats)
     return LandingBatch(params=p, tables=dict(sorted(tables.items())), stats=stats)
