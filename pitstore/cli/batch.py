@@ -40,17 +40,26 @@ def generate(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 7,
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD (UTC).")] = "2026-01-05",
     bad_rate: Annotated[float, typer.Option(help="Share of deliberately bad raw events.")] = 0.002,
+    credit_history_days: Annotated[
+        int,
+        typer.Option(
+            help="Days of account-ledger history before --start, for the credit datasets "
+            "(ledger, applications, credit_outcomes); 0: no credit datasets."
+        ),
+    ] = 900,
     out: Annotated[
         Path | None, typer.Option(help="Landing directory (default PITSTORE_HOME/landing).")
     ] = None,
 ) -> None:
-    """Generate a deterministic, bank-like landing zone of raw transactions and labels."""
+    """Generate a deterministic, bank-like landing zone: card transactions and labels,
+    and the credit datasets (account ledger, loan applications, outcomes)."""
     from pitstore.landing.zone import LandingError, write_landing
-    from pitstore.synth.generate import GeneratorParams
+    from pitstore.synth.generate import CreditParams, GeneratorParams
     from pitstore.synth.generate import generate as make
 
     try:
         start_day = datetime.strptime(start, "%Y-%m-%d").replace(tzinfo=UTC)
+        credit = CreditParams(history_days=credit_history_days) if credit_history_days else None
         params = GeneratorParams(
             accounts=accounts,
             merchants=merchants,
@@ -58,6 +67,7 @@ def generate(
             seed=seed,
             start=start_day,
             bad_rate=bad_rate,
+            credit=credit,
         )
     except ValueError as exc:
         fail(str(exc))
@@ -253,11 +263,23 @@ def codegen(
 def demo(
     accounts: Annotated[int, typer.Option(help="Accounts in the demo data.")] = 2000,
     days: Annotated[int, typer.Option(help="Days of daily runs.")] = 45,
+    credit_history_days: Annotated[
+        int,
+        typer.Option(
+            help="Days of account-ledger history before the first run's day; 0: no credit datasets."
+        ),
+    ] = 900,
 ) -> None:
     """Run the whole daily batch end to end on the embedded default dataset."""
     from pitstore.cli.demo import run_demo
 
-    run_demo(get_settings(), accounts=accounts, days=days, console=console)
+    run_demo(
+        get_settings(),
+        accounts=accounts,
+        days=days,
+        console=console,
+        credit_history_days=credit_history_days,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -19,32 +19,51 @@ from pitstore.landing.zone import MANIFEST_NAME, read_manifest, write_landing
 from pitstore.models.registry import promote, promoted_version
 from pitstore.online.feast_read import read_online
 from pitstore.online.materialize import materialize_view
-from pitstore.synth.generate import GeneratorParams, generate
+from pitstore.synth.generate import CreditParams, GeneratorParams, generate
 from pitstore.training.frames import FrameError
 from pitstore.training.labels import LabelError, LabelPolicy
 from pitstore.training.pipeline import train_fraud
 from pitstore.transform.dbt_engine import existing_runs, transform_dbt
 
 
-def demo_params(settings: Settings, accounts: int, days: int, today: date) -> GeneratorParams:
+def demo_params(
+    settings: Settings,
+    accounts: int,
+    days: int,
+    today: date,
+    credit_history_days: int = CreditParams.history_days,
+) -> GeneratorParams:
     """The demo's data: ``days`` days that end at today's midnight (UTC).
 
     Ending today is what makes the first scoring call work: a transaction
     stamped now finds features the last run (W = today 00:00) published, within
     every view's TTL. The data is deterministic per start date. A home that
     already holds a demo keeps its data (the landing zone is append-only).
+    The credit datasets reach ``credit_history_days`` further back (0: none).
     """
     if (settings.landing / MANIFEST_NAME).exists():
         return GeneratorParams.from_dict(read_manifest(settings.landing).params)
     start = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=days)
+    credit = CreditParams(history_days=credit_history_days) if credit_history_days else None
     return GeneratorParams(
-        accounts=accounts, merchants=max(20, accounts // 7), days=days, start=start
+        accounts=accounts, merchants=max(20, accounts // 7), days=days, start=start, credit=credit
     )
 
 
-def run_demo(settings: Settings, accounts: int, days: int, console: Console) -> None:
+def run_demo(
+    settings: Settings,
+    accounts: int,
+    days: int,
+    console: Console,
+    credit_history_days: int = CreditParams.history_days,
+) -> None:
     started = time.perf_counter()
-    params = demo_params(settings, accounts, days, datetime.now(UTC).date())
+    try:
+        params = demo_params(
+            settings, accounts, days, datetime.now(UTC).date(), credit_history_days
+        )
+    except ValueError as exc:
+        fail(str(exc))
     days = params.days
     console.rule("1. landing zone")
     if params.complete_through.date() != datetime.now(UTC).date():

@@ -128,7 +128,8 @@ def _bad_copies(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Copies of landed rows, each broken in one way (returned with the kind), fresh ids."""
     eligible = np.flatnonzero(rows["amount"] >= 0)  # not snapshots: amount carries the break
-    bad = {k: v[rng.choice(eligible, n_bad)] for k, v in rows.items()}
+    src = rng.choice(eligible, n_bad)
+    bad = {k: v[src] for k, v in rows.items()}
     kind = np.concatenate([np.arange(len(kinds)), rng.integers(0, len(kinds), n_bad - len(kinds))])
     bad["id"] = first_id + np.arange(n_bad)
     bad["copy"] = np.full(n_bad, 2, np.int64)
