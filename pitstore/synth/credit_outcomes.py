@@ -31,7 +31,7 @@ from pitstore.synth import credit_world as cw
 from pitstore.synth.credit_world import Profiles, sigmoid
 from pitstore.synth.generate_fraud import US_PER_DAY, US_PER_H
 
-INTERCEPT = -3.6
+INTERCEPT = -3.75
 COEFFICIENTS = {
     "missed_180": 0.30,
     "overdraft_days_90": 0.05,
