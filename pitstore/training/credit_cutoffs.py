@@ -37,7 +37,7 @@ import numpy as np
 from pitstore.training.credit_metrics import wilson_bounds
 
 MIN_BAND_ROWS = 50
-TARGET_BANDS = 20
+TARGET_BANDS = 10
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
+from threadpoolctl import threadpool_limits
 
 from pitstore.core.credit_request import (
     CREDIT_REQUEST_FEATURES,
@@ -89,6 +90,7 @@ def credit_model_columns(service: FeatureService = CREDIT_V1) -> list[str]:
 
 MONOTONE_DIRECTIONS: dict[str, int] = monotone_directions(CREDIT_V1)
 CALIBRATION_SHARE = 0.2
+PARALLEL_FIT_ROWS = 50_000
 HGB_PARAMS: dict[str, Any] = {
     "max_iter": 200,
     "learning_rate": 0.05,
@@ -146,9 +148,12 @@ def fit_pd_model(
     base = HistGradientBoostingClassifier(
         **HGB_PARAMS, monotonic_cst=[int(directions.get(c, 0)) for c in columns], random_state=seed
     )
-    base.fit(x[:n_fit], y[:n_fit])
-    model = CalibratedClassifierCV(FrozenEstimator(base), method="sigmoid")
-    model.fit(x[n_fit:], y[n_fit:])
+    # Small fits run single-threaded: OpenMP's spinning threads cost more than the
+    # work (measured: 3.6 s against 0.4 s for 560 rows on a busy 2-core machine).
+    with threadpool_limits(1 if len(train) < PARALLEL_FIT_ROWS else None):
+        base.fit(x[:n_fit], y[:n_fit])
+        model = CalibratedClassifierCV(FrozenEstimator(base), method="sigmoid")
+        model.fit(x[n_fit:], y[n_fit:])
     terms = calibration_terms(model) or []
     if not terms or any(a >= 0 for a, _ in terms):
         raise CreditModelError(
