@@ -37,7 +37,7 @@ from pitstore.core.credit_request import (
     ledger_view,
 )
 from pitstore.core.spec import CREDIT_V1, FeatureService
-from pitstore.models.fast_model import calibration_terms, compile_fast
+from pitstore.models.fast_model import calibration_terms
 from pitstore.training.credit_cutoffs import Economics, choose_cutoffs
 from pitstore.training.credit_metrics import age_band, income_band, pd_metrics
 from pitstore.training.model import calibration_table, explanation_card, reference_stats
@@ -262,6 +262,8 @@ def credit_card(result: CreditResult, service: FeatureService = CREDIT_V1) -> di
         "review_band": [cut["prequalify_below"], cut["decline_pd"]],
         "decisions": {"below_low": "pre-qualified", "band": "refer", "at_or_above_high": "decline"},
         "explanation": explanation_card(result.model),
-        "fast_path": compile_fast(result.model) is not None,
+        # The shape models.fast_model compiles (sigmoid-calibrated numeric HGB);
+        # serving's compile_fast still checks itself against sklearn at load.
+        "fast_path_shape": calibration_terms(result.model) is not None,
         "reference": result.reference,
     }
