@@ -30,10 +30,11 @@ def validate(
     ] = None,
 ) -> None:
     """Run the PD pipeline on real public loan data (German Credit) and report
-    discrimination and calibration, monotone against unconstrained."""
+    discrimination and calibration: monotone trees, unconstrained trees and a
+    WoE scorecard."""
     from pitstore.checks.credit_validation import CreditDataError, validate_german_credit
 
-    step(f"fitting {2 * seeds} models on {data}")
+    step(f"fitting {3 * seeds} models on {data}")
     try:
         report: dict[str, Any] = validate_german_credit(data, seeds=seeds)
     except CreditDataError as exc:
