@@ -60,6 +60,9 @@ def test_figures_are_in_the_published_range(report: dict[str, Any]) -> None:
     assert 0.70 < mono["auc"]["mean"] < 0.85
     assert mono["gini"]["mean"] == pytest.approx(2 * mono["auc"]["mean"] - 1)
     assert abs(mono["mean_pd_minus_observed"]["mean"]) < 0.06
+    card = report["summary"]["woe_scorecard"]
+    assert 0.70 < card["auc"]["mean"] < 0.85
+    assert {"input", "bin", "woe", "points"} <= set(report["scorecard_points"][0])
     first = report["first_split"]
     assert first["metrics"]["calibration_in_the_large"]["within_interval"] is True
     cut = first["cutoffs"]
