@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pitstore.core.timeutil import from_us
+from pitstore.landing.schema import LEDGER_SCHEMA
 from pitstore.landing.zone import LandingManifest, write_landing
 from pitstore.synth.generate import (
     LABELS_SCHEMA,
@@ -18,6 +19,7 @@ from pitstore.synth.generate import (
     LandingBatch,
 )
 from tests.reference import Event, Label
+from tests.reference_ledger import LedgerEvent
 
 # The landing contract's schemas, exactly as the generator writes them.
 TX_SCHEMA = TRANSACTIONS_SCHEMA
@@ -55,6 +57,22 @@ def tx_row(e: Event, event_ts: str | None, **overrides: object) -> dict[str, obj
     return row
 
 
+def ledger_row(e: LedgerEvent, event_ts: str | None, **overrides: object) -> dict[str, object]:
+    """One raw ledger landing row for ``e`` (``overrides`` replace any column)."""
+    row: dict[str, object] = {
+        "ledger_event_id": e.ledger_event_id,
+        "account_id": e.account_id,
+        "event_type": e.event_type,
+        "amount": None if e.amount is None else float(e.amount),
+        "balance": None if e.balance is None else float(e.balance),
+        "currency": "GBP",
+        "event_ts": event_ts,
+        "ingested_at": from_us(e.ingested_us),
+    }
+    row.update(overrides)
+    return row
+
+
 def write_events(
     root: Path,
     start: datetime,
@@ -62,8 +80,12 @@ def write_events(
     events: Sequence[Event],
     labels: Sequence[Label] = (),
     offsets: Sequence[int] | None = None,
+    ledger: Sequence[LedgerEvent] = (),
+    ledger_rows: Sequence[tuple[int, int, dict[str, object]]] = (),
 ) -> LandingManifest:
-    """Land ``events`` and ``labels`` partitioned by ingestion date (UTC)."""
+    """Land ``events``, ``labels`` and ``ledger`` events (their event_ts written in
+    ``offsets`` in turn) plus raw ``ledger_rows`` (ingested_us, order, row),
+    partitioned by ingestion date (UTC)."""
     params = GeneratorParams(accounts=1, merchants=1, days=days, seed=0, start=start, bad_rate=0)
     tx_rows: dict[str, list[dict[str, object]]] = defaultdict(list)
     for i, e in enumerate(sorted(events, key=lambda e: (e.ingested_us, e.source_order))):
@@ -81,7 +103,18 @@ def write_events(
                 "ingested_at": from_us(lab.ingested_us),
             }
         )
+    raw_ledger = list(ledger_rows)
+    for i, le in enumerate(ledger):
+        offset = offsets[i % len(offsets)] if offsets else 0
+        raw_ledger.append(
+            (le.ingested_us, le.source_order, ledger_row(le, iso_with_offset(le.event_us, offset)))
+        )
+    ledger_days: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for ingested_us, _, row in sorted(raw_ledger, key=lambda r: (r[0], r[1])):
+        ledger_days[from_us(ingested_us).date().isoformat()].append(row)
     tables = {}
+    for day, rows in ledger_days.items():
+        tables[("ledger", day, 0)] = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
     for day, rows in tx_rows.items():
         tables[("transactions", day, 0)] = pa.Table.from_pylist(rows, schema=TX_SCHEMA)
     for day, rows in label_rows.items():
