@@ -164,14 +164,15 @@ def _stddev(inside: list[str], value: str, d: Dialect) -> str:
     n, s1 = sum(x) and s2 = sum(x * x) are exact integers: decimal(38, 0) (a
     128-bit integer in DuckDB) holds them for |x| <= 1e15 (the staging's bound on
     amounts and balances) and up to 1e8 values in one window, far past any real
-    window; x * x itself is a decimal(36, 0) or wider in both engines. Each sum
+    window (x * x is taken in decimal(38, 0) too: both engines keep a narrower
+operand's precision for the product and would overflow). Each sum
     reaches a double through its decimal string, a correctly rounded conversion in
     both engines (a direct cast of a 128-bit integer is not rounded the same way by
     DuckDB and Spark). The rest is IEEE arithmetic both round identically:
     var = s2/n - (s1/n)^2, clamped at 0 (cancellation can leave it slightly
     negative when the spread is tiny against the mean), then sqrt.
     """
-    x = f"cast({value} as decimal(18, 0))"
+    x = f"cast({value} as decimal(38, 0))"
     n = f"count({_case(inside, x)})"
 
     def as_double(total: str) -> str:
