@@ -161,16 +161,16 @@ DAY_US = 86_400_000_000
 def _stddev(inside: list[str], value: str, d: Dialect) -> str:
     """Population stddev of the in-window non-null ``value``s, 0.0 when there are none.
 
-    n, s1 = sum(x) and s2 = sum(x * x) are exact integers: decimal(38, 0) (a
-    128-bit integer in DuckDB) holds them for |x| <= 1e15 (the staging's bound on
-    amounts and balances) and up to 1e8 values in one window, far past any real
-    window (x * x is taken in decimal(38, 0) too: both engines keep a narrower
-operand's precision for the product and would overflow). Each sum
-    reaches a double through its decimal string, a correctly rounded conversion in
-    both engines (a direct cast of a 128-bit integer is not rounded the same way by
-    DuckDB and Spark). The rest is IEEE arithmetic both round identically:
-    var = s2/n - (s1/n)^2, clamped at 0 (cancellation can leave it slightly
-    negative when the spread is tiny against the mean), then sqrt.
+        n, s1 = sum(x) and s2 = sum(x * x) are exact integers: decimal(38, 0) (a
+        128-bit integer in DuckDB) holds them for |x| <= 1e15 (the staging's bound on
+        amounts and balances) and up to 1e8 values in one window, far past any real
+        window (x * x is taken in decimal(38, 0) too: both engines keep a narrower
+    operand's precision for the product and would overflow). Each sum
+        reaches a double through its decimal string, a correctly rounded conversion in
+        both engines (a direct cast of a 128-bit integer is not rounded the same way by
+        DuckDB and Spark). The rest is IEEE arithmetic both round identically:
+        var = s2/n - (s1/n)^2, clamped at 0 (cancellation can leave it slightly
+        negative when the spread is tiny against the mean), then sqrt.
     """
     x = f"cast({value} as decimal(38, 0))"
     n = f"count({_case(inside, x)})"
