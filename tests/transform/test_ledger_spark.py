@@ -134,7 +134,7 @@ def test_events_files_are_byte_identical(homes: dict[str, Any]) -> None:
             assert (spark.offline / rel).read_bytes() == (dbt.offline / rel).read_bytes(), rel
     apps = read_events(dbt, "applications")
     assert sorted(apps.column("application_id").to_pylist()) == ["P1", "P2", "X9"]
-    amounts = dict(zip(apps["application_id"].to_pylist(), apps["amount"].to_pylist()))
+    amounts = dict(zip(apps["application_id"].to_pylist(), apps["amount"].to_pylist(), strict=True))
     assert amounts["P1"] == 500_000  # the first copy, not the later one
     outcomes = read_events(dbt, "credit_outcomes").to_pylist()
     assert [(o["application_id"], o["defaulted"]) for o in outcomes] == [("P1", False)]
