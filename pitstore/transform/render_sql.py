@@ -176,11 +176,15 @@ def _stddev(inside: list[str], value: str, d: Dialect) -> str:
     n = f"count({_case(inside, x)})"
 
     def as_double(total: str) -> str:
-        return f"cast(cast(cast({total} as decimal(38, 0)) as {d.key_type}) as double)"
+        return (
+            f"cast(cast(cast(\n    {_indent(total, 4)}\n"
+            f"    as decimal(38, 0)) as {d.key_type}) as double)"
+        )
 
     s1 = as_double(f"sum({_case(inside, x)})")
-    s2 = as_double(f"sum({_case(inside, f'{x} * {x}')})")
-    mean = f"({s1} / {n})"
+    square = f"{x}\n        * {x}"
+    s2 = as_double(f"sum({_case(inside, square)})")
+    mean = f"(\n    {_indent(s1, 4)}\n    / {_indent(n, 4)}\n)"
     return (
         f"case\n    when {_indent(n, 4)} = 0 then 0.0\n"
         f"    else sqrt(greatest(\n        {_indent(s2, 8)}\n        / {_indent(n, 8)}\n"

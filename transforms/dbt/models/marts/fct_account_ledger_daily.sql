@@ -130,22 +130,35 @@ point_values as (
                 when e.event_us >= b.boundary_us - 7776000000000
                 then cast(e.inflow_amount as decimal(38, 0)) end) = 0 then 0.0
             else sqrt(greatest(
-                cast(cast(cast(sum(case
-                    when e.event_us >= b.boundary_us - 7776000000000
-                    then cast(e.inflow_amount as decimal(38, 0)) * cast(e.inflow_amount as decimal(38, 0)) end) as decimal(38, 0)) as varchar) as double)
+                cast(cast(cast(
+                    sum(case
+                        when e.event_us >= b.boundary_us - 7776000000000
+                        then cast(e.inflow_amount as decimal(38, 0))
+                            * cast(e.inflow_amount as decimal(38, 0)) end)
+                    as decimal(38, 0)) as varchar) as double)
                 / count(case
                     when e.event_us >= b.boundary_us - 7776000000000
                     then cast(e.inflow_amount as decimal(38, 0)) end)
-                - (cast(cast(cast(sum(case
-                    when e.event_us >= b.boundary_us - 7776000000000
-                    then cast(e.inflow_amount as decimal(38, 0)) end) as decimal(38, 0)) as varchar) as double) / count(case
-                    when e.event_us >= b.boundary_us - 7776000000000
-                    then cast(e.inflow_amount as decimal(38, 0)) end))
-                * (cast(cast(cast(sum(case
-                    when e.event_us >= b.boundary_us - 7776000000000
-                    then cast(e.inflow_amount as decimal(38, 0)) end) as decimal(38, 0)) as varchar) as double) / count(case
-                    when e.event_us >= b.boundary_us - 7776000000000
-                    then cast(e.inflow_amount as decimal(38, 0)) end)),
+                - (
+                    cast(cast(cast(
+                        sum(case
+                            when e.event_us >= b.boundary_us - 7776000000000
+                            then cast(e.inflow_amount as decimal(38, 0)) end)
+                        as decimal(38, 0)) as varchar) as double)
+                    / count(case
+                        when e.event_us >= b.boundary_us - 7776000000000
+                        then cast(e.inflow_amount as decimal(38, 0)) end)
+                )
+                * (
+                    cast(cast(cast(
+                        sum(case
+                            when e.event_us >= b.boundary_us - 7776000000000
+                            then cast(e.inflow_amount as decimal(38, 0)) end)
+                        as decimal(38, 0)) as varchar) as double)
+                    / count(case
+                        when e.event_us >= b.boundary_us - 7776000000000
+                        then cast(e.inflow_amount as decimal(38, 0)) end)
+                ),
                 0.0
             ))
         end as double) as inflow_stddev_90d,
@@ -174,22 +187,35 @@ point_values as (
                 when e.event_us >= b.boundary_us - 7776000000000
                 then cast(e.balance as decimal(38, 0)) end) = 0 then 0.0
             else sqrt(greatest(
-                cast(cast(cast(sum(case
-                    when e.event_us >= b.boundary_us - 7776000000000
-                    then cast(e.balance as decimal(38, 0)) * cast(e.balance as decimal(38, 0)) end) as decimal(38, 0)) as varchar) as double)
+                cast(cast(cast(
+                    sum(case
+                        when e.event_us >= b.boundary_us - 7776000000000
+                        then cast(e.balance as decimal(38, 0))
+                            * cast(e.balance as decimal(38, 0)) end)
+                    as decimal(38, 0)) as varchar) as double)
                 / count(case
                     when e.event_us >= b.boundary_us - 7776000000000
                     then cast(e.balance as decimal(38, 0)) end)
-                - (cast(cast(cast(sum(case
-                    when e.event_us >= b.boundary_us - 7776000000000
-                    then cast(e.balance as decimal(38, 0)) end) as decimal(38, 0)) as varchar) as double) / count(case
-                    when e.event_us >= b.boundary_us - 7776000000000
-                    then cast(e.balance as decimal(38, 0)) end))
-                * (cast(cast(cast(sum(case
-                    when e.event_us >= b.boundary_us - 7776000000000
-                    then cast(e.balance as decimal(38, 0)) end) as decimal(38, 0)) as varchar) as double) / count(case
-                    when e.event_us >= b.boundary_us - 7776000000000
-                    then cast(e.balance as decimal(38, 0)) end)),
+                - (
+                    cast(cast(cast(
+                        sum(case
+                            when e.event_us >= b.boundary_us - 7776000000000
+                            then cast(e.balance as decimal(38, 0)) end)
+                        as decimal(38, 0)) as varchar) as double)
+                    / count(case
+                        when e.event_us >= b.boundary_us - 7776000000000
+                        then cast(e.balance as decimal(38, 0)) end)
+                )
+                * (
+                    cast(cast(cast(
+                        sum(case
+                            when e.event_us >= b.boundary_us - 7776000000000
+                            then cast(e.balance as decimal(38, 0)) end)
+                        as decimal(38, 0)) as varchar) as double)
+                    / count(case
+                        when e.event_us >= b.boundary_us - 7776000000000
+                        then cast(e.balance as decimal(38, 0)) end)
+                ),
                 0.0
             ))
         end as double) as balance_stddev_90d
