@@ -14,3 +14,4 @@ SERVICE_OBJECTS = {
     for service in FEATURE_SERVICES
 }
 fraud_v1 = SERVICE_OBJECTS["fraud_v1"]
+credit_v1 = SERVICE_OBJECTS["credit_v1"]

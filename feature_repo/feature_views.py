@@ -32,3 +32,4 @@ FEATURE_VIEW_OBJECTS = {view.name: feast_view(view.name) for view in FEATURE_VIE
 account_hourly = FEATURE_VIEW_OBJECTS["account_hourly"]
 account_daily = FEATURE_VIEW_OBJECTS["account_daily"]
 merchant_daily = FEATURE_VIEW_OBJECTS["merchant_daily"]
+account_ledger_daily = FEATURE_VIEW_OBJECTS["account_ledger_daily"]

@@ -264,3 +264,24 @@ def test_crash_halfway_leaves_old_marker_and_rerun_heals(
         assert all(v is None for v in row.values.values())
         assert all(r.stale or r.event_timestamp is None for r in row.views.values())
     assert any(r.stale and r.age and r.age > timedelta(days=60) for r in late[1].views.values())
+
+
+def test_credit_service_parity_after_ledger_runs(settings: Settings) -> None:
+    """The ledger view is materialized and checked like any other: credit_v1's
+    features online equal offline as_known after each run (restatements included)."""
+    from spine_helpers import START, random_events, random_ledger
+
+    from pitstore.core.spec import ACCOUNT_LEDGER_DAILY, CREDIT_V1
+
+    tx, labels = random_events(4, days=4, n=40)
+    ledger = random_ledger(4, days=4, n=120)
+    write_events(settings.landing, START, 4, tx, labels, ledger=ledger)
+    apply(settings)
+    for days in (2, 3, 4):
+        w = START + timedelta(days=days)
+        transform_dbt(settings, w)
+        materialize_all(settings, w)
+        check = check_online(settings, CREDIT_V1, w)
+        assert check.passed, check
+        compared = {v.view: sum(f.compared for f in v.features) for v in check.views}
+        assert compared[ACCOUNT_LEDGER_DAILY.name] > 0, compared

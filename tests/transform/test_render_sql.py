@@ -16,7 +16,7 @@ MAX_LINE = 120
 def spark_relations(view: FeatureView, stored: bool, horizon: bool) -> Relations:
     """The relations the Spark job passes (views.run_view), in each of its shapes."""
     return Relations(
-        transactions="pit_transactions",
+        events=f"pit_{view.source}",
         labels="pit_labels" if view.uses_labels else None,
         stored=f"pit_stored_{view.name}" if stored else None,
         watermark_us="1767571200000000",
