@@ -34,6 +34,11 @@ class Event:
     event_us: int
     ingested_us: int
     source_order: int = 0  # tie-break between copies ingested at the same instant
+    source = "transactions"  # the landing dataset (FeatureView.source) it belongs to
+
+    @property
+    def event_id(self) -> str:
+        return self.transaction_id
 
     @property
     def is_foreign(self) -> bool:
@@ -57,19 +62,31 @@ class Label:
     source_order: int = 0
 
 
-def known_first_copies(items: Iterable[Event], watermark_us: int) -> list[Event]:
-    """Events known at W, one per transaction_id: the first ingested copy wins."""
-    best: dict[str, Event] = {}
+def known_first_copies(items: Iterable[Any], watermark_us: int) -> list[Any]:
+    """Events known at W, one per id (transaction_id, ledger_event_id): the first
+    ingested copy wins."""
+    best: dict[str, Any] = {}
     for e in items:
         if e.ingested_us > watermark_us:
             continue
-        current = best.get(e.transaction_id)
+        current = best.get(e.event_id)
         if current is None or (e.ingested_us, e.source_order) < (
             current.ingested_us,
             current.source_order,
         ):
-            best[e.transaction_id] = e
+            best[e.event_id] = e
     return list(best.values())
+
+
+def stddev(values: Sequence[int]) -> float:
+    """Population stddev as the spec defines it: exact integer sums, then IEEE doubles
+    (the order of operations is the definition, so every engine rounds alike)."""
+    if not values:
+        return 0.0
+    n = float(len(values))
+    s1, s2 = float(sum(values)), float(sum(v * v for v in values))
+    mean = s1 / n
+    return math.sqrt(max(s2 / n - mean * mean, 0.0))
 
 
 def known_labels(items: Iterable[Label], watermark_us: int) -> dict[str, Label]:
@@ -87,7 +104,7 @@ def known_labels(items: Iterable[Label], watermark_us: int) -> dict[str, Label]:
 
 
 def values_at(
-    view: FeatureView, events: Sequence[Event], labels: dict[str, Label], boundary: int
+    view: FeatureView, events: Sequence[Any], labels: dict[str, Label], boundary: int
 ) -> tuple[float | int, ...]:
     """The feature vector at boundary T, straight from the definition."""
     out: list[float | int] = []
@@ -95,17 +112,25 @@ def values_at(
         agg = feature.aggregation
         inside = [e for e in events if boundary - us(feature.window) <= e.event_us < boundary]
         n = len(inside)
+        present = [v for e in inside if (v := getattr(e, agg.input or "", None)) is not None]
         frauds = sum(
             1
             for e in inside
-            if (lab := labels.get(e.transaction_id)) is not None
+            if (lab := labels.get(e.event_id)) is not None
             and lab.is_fraud
             and lab.label_us <= boundary
         )
         if agg.function == "count":
             out.append(n)
         elif agg.function == "sum":
-            out.append(sum(getattr(e, agg.input or "") for e in inside))
+            out.append(sum(present))
+        elif agg.function == "stddev":
+            out.append(stddev(present))
+        elif agg.function == "days_with":
+            # UTC calendar days (event_us is after 1970: floor and truncation agree).
+            out.append(
+                len({e.event_us // 86_400_000_000 for e in inside if getattr(e, agg.input or "")})
+            )
         elif agg.function == "max":
             out.append(max((getattr(e, agg.input or "") for e in inside), default=0))
         elif agg.function == "count_distinct":
@@ -126,7 +151,7 @@ def values_at(
 
 def run(
     view: FeatureView,
-    all_events: Iterable[Event],
+    all_events: Iterable[Any],
     all_labels: Iterable[Label],
     watermark_us: int,
     stored: Sequence[Row],
@@ -134,9 +159,10 @@ def run(
     """The rows a run at W appends, given the rows already stored (any created_us < W)."""
     c = us(view.cadence)
     key_attr = view.entity.join_key
-    events = known_first_copies(all_events, watermark_us)
+    # Events of every dataset may be passed together: the view reads its source's.
+    events = known_first_copies((e for e in all_events if e.source == view.source), watermark_us)
     labels = known_labels(all_labels, watermark_us)
-    by_entity: dict[str, list[Event]] = {}
+    by_entity: dict[str, list[Any]] = {}
     for e in events:
         by_entity.setdefault(getattr(e, key_attr), []).append(e)
 

@@ -11,6 +11,7 @@ import duckdb
 from pitstore.core.spec import FeatureView
 from pitstore.core.timeutil import stamp, to_us
 from tests.reference import Event, Label, Row
+from tests.reference_ledger import EVENT_TYPES, LedgerEvent
 
 START = datetime(2026, 3, 27, tzinfo=UTC)  # spans the UK DST change (2026-03-29)
 HOUR = 3_600_000_000
@@ -77,3 +78,50 @@ def offline_rows(offline: Path, view: FeatureView, watermark: datetime | None = 
     ).fetchall()
     con.close()
     return [tuple(r) for r in rows]
+
+
+def random_ledger(seed: int, days: int, n: int, start: datetime = START) -> list[LedgerEvent]:
+    """Adversarial ledger streams: events exactly on day boundaries and one microsecond
+    before, same-instant ties, late arrivals (restating rows), duplicate deliveries
+    (later copies, some with different content: the first copy wins), negative and
+    huge balances, amounts up to the staging's bound, single events in a window."""
+    rng = random.Random(seed)
+    t0 = to_us(start)
+    end = t0 + days * DAY
+    out: list[LedgerEvent] = []
+    for i in range(n):
+        r = rng.random()
+        if r < 0.25:
+            event_us = t0 + rng.randrange(days) * DAY  # exactly midnight UTC
+        elif r < 0.35:
+            event_us = t0 + rng.randrange(1, days) * DAY - 1  # the last microsecond of a day
+        elif out and r < 0.45:
+            event_us = out[-1].event_us  # a tie
+        else:
+            event_us = t0 + rng.randrange(days * DAY)
+        kind = rng.choice(EVENT_TYPES)
+        huge = rng.random() < 0.1
+        amount = balance = None
+        if kind == "balance_snapshot":
+            balance = (
+                rng.choice([-(10**15), 10**15, -1, 0]) if huge else rng.randrange(-5 * 10**5, 10**7)
+            )
+        else:
+            amount = rng.choice([10**15, 0, 1]) if huge else rng.randrange(1, 400_000)
+        lag = (
+            rng.choice([1, 60_000_000, HOUR])
+            if rng.random() < 0.8
+            else rng.randrange(DAY, 20 * DAY)
+        )
+        ingested = min(event_us + lag, end)
+        e = LedgerEvent(
+            f"L{seed}-{i}", f"A{rng.randrange(3)}", kind, amount, balance, event_us, ingested
+        )
+        out.append(e)
+        if rng.random() < 0.12:  # a later copy; sometimes a "restatement" with other content
+            later = min(ingested + rng.randrange(1, 3 * DAY), end)
+            changed = (
+                {"amount": (amount or 0) + 7} if amount is not None and rng.random() < 0.5 else {}
+            )
+            out.append(LedgerEvent(**{**e.__dict__, "ingested_us": later, **changed}))
+    return out

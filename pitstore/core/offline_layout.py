@@ -10,10 +10,14 @@ Layout, under the offline store (``<home>/offline``)::
 
     _events/transactions/run-<W>.parquet   # W stamped as 20260110T000000.000000Z
     _events/labels/run-<W>.parquet
+    _events/ledger/run-<W>.parquet         # the account ledger
+    _events/applications/run-<W>.parquet   # loan applications
+    _events/credit_outcomes/run-<W>.parquet
 
 Rows: a run at watermark ``W`` whose previous completed run is ``P`` publishes
-the deduplicated rows -- the first ingested valid copy per ``transaction_id``
-(ties broken by landing file and row), the same rows as dbt's
+the deduplicated rows -- the first ingested valid copy per id (``EVENT_IDS``:
+``transaction_id``, ``ledger_event_id``, ``application_id``; ties broken by
+landing file and row), the same rows as dbt's
 ``int_*__deduped`` -- with ``P < ingested_at <= W``: the ids that run was the
 first to see. A run with no previous run (the first, or a full refresh)
 publishes every deduplicated row with ``ingested_at <= W``. The files of a
@@ -21,14 +25,14 @@ chain of runs are therefore disjoint, and their union is everything known at
 the newest one.
 
 Columns (exact names and Arrow types, every field nullable) are
-:data:`TRANSACTIONS_EVENTS_SCHEMA` and :data:`LABELS_EVENTS_SCHEMA`; timestamps
+:data:`EVENTS_SCHEMAS`' (``TRANSACTIONS_EVENTS_SCHEMA`` and so on); timestamps
 are ``timestamp[us, UTC]``, amounts integer minor units. Rows are sorted by
-:data:`SORT_KEYS` (``transaction_id`` is unique within a file, so the order is
-total). The footer's key-value metadata names the format (``FORMAT_KEY``), the
-dataset, the run (``WATERMARK_KEY``, µs) and the run it continues
-(``AFTER_KEY``, µs, empty for a full one). Files are zstd parquet written by
-pyarrow with fixed options, so a run repeated at the same W writes the same
-bytes, and both engines write the same bytes for the same rows.
+:data:`SORT_KEYS` (the id is unique within a file, so the order is total). The
+footer's key-value metadata names the format (``FORMAT_KEY``), the dataset, the
+run (``WATERMARK_KEY``, µs) and the run it continues (``AFTER_KEY``, µs, empty
+for a full one). Files are zstd parquet written by pyarrow with fixed options,
+so a run repeated at the same W writes the same bytes, and both engines write
+the same bytes for the same rows.
 
 Only completed runs count (``pitstore.core.runs.completed_watermarks``): the
 reader starts from the newest one and follows each file's ``after`` run back to
@@ -77,10 +81,66 @@ LABELS_EVENTS_SCHEMA = pa.schema(
         ("ingested_at", UTC_US),
     ]
 )
-EVENTS_SCHEMAS = {"transactions": TRANSACTIONS_EVENTS_SCHEMA, "labels": LABELS_EVENTS_SCHEMA}
+LEDGER_EVENTS_SCHEMA = pa.schema(
+    [
+        ("ledger_event_id", pa.string()),
+        ("account_id", pa.string()),
+        ("event_type", pa.string()),
+        ("amount", pa.int64()),  # minor units; null on a balance_snapshot
+        ("balance", pa.int64()),  # minor units, signed; null except on a balance_snapshot
+        ("currency", pa.string()),
+        ("event_ts", UTC_US),
+        ("ingested_at", UTC_US),
+        ("source_file", pa.string()),
+    ]
+)
+APPLICATIONS_EVENTS_SCHEMA = pa.schema(
+    [
+        ("application_id", pa.string()),
+        ("account_id", pa.string()),
+        ("applicant_age", pa.int32()),
+        ("amount", pa.int64()),  # minor units
+        ("term_months", pa.int32()),
+        ("stated_income", pa.int64()),  # minor units
+        ("employment_months", pa.int32()),
+        ("existing_debt", pa.int64()),  # minor units
+        ("purpose", pa.string()),
+        ("region", pa.string()),
+        ("months_since_last_default", pa.int32()),
+        ("application_ts", UTC_US),
+        ("ingested_at", UTC_US),
+        ("source_file", pa.string()),
+    ]
+)
+CREDIT_OUTCOMES_EVENTS_SCHEMA = pa.schema(
+    [
+        ("application_id", pa.string()),
+        ("defaulted", pa.bool_()),
+        ("label_ts", UTC_US),
+        ("ingested_at", UTC_US),
+    ]
+)
+EVENTS_SCHEMAS = {
+    "transactions": TRANSACTIONS_EVENTS_SCHEMA,
+    "labels": LABELS_EVENTS_SCHEMA,
+    "ledger": LEDGER_EVENTS_SCHEMA,
+    "applications": APPLICATIONS_EVENTS_SCHEMA,
+    "credit_outcomes": CREDIT_OUTCOMES_EVENTS_SCHEMA,
+}
+# The id each dataset is deduplicated by (the first ingested copy per id is kept).
+EVENT_IDS = {
+    "transactions": "transaction_id",
+    "labels": "transaction_id",
+    "ledger": "ledger_event_id",
+    "applications": "application_id",
+    "credit_outcomes": "application_id",
+}
 SORT_KEYS = {
     "transactions": ("event_ts", "transaction_id"),
     "labels": ("label_ts", "transaction_id"),
+    "ledger": ("event_ts", "ledger_event_id"),
+    "applications": ("application_ts", "application_id"),
+    "credit_outcomes": ("label_ts", "application_id"),
 }
 FORMAT_KEY = b"pitstore.events.format"
 DATASET_KEY = b"pitstore.events.dataset"

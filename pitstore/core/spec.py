@@ -168,6 +168,8 @@ class FeatureView:
         names = [f.name for f in self.features]
         if len(names) != len(set(names)):
             raise ValueError(f"view {self.name}: duplicate feature names {names}")
+        if self.uses_labels and self.source != "transactions":
+            raise ValueError(f"view {self.name}: fraud labels join transactions only")
         for w in self.windows:
             if w % self.cadence:
                 raise ValueError(
@@ -202,6 +204,25 @@ DERIVED_INPUTS: dict[str, str] = {
     "is_card_not_present": "(channel in ({}))".format(
         ", ".join(f"'{c}'" for c in CARD_NOT_PRESENT_CHANNELS)
     ),
+}
+# The ledger's derived inputs, over its staged columns (``event_type``, and
+# ``amount`` / ``balance`` as bigint minor units). An amount input is null for
+# events of another kind, so ``sum`` and ``stddev`` see only the kind they name.
+LEDGER_DERIVED_INPUTS: dict[str, str] = {
+    "inflow_amount": "(case when event_type in ('salary', 'credit') then amount end)",
+    "is_salary": "(event_type = 'salary')",
+    "outflow_amount": "(case when event_type in ('direct_debit', 'overdraft_fee') then amount end)",
+    "is_overdrawn": "(event_type = 'balance_snapshot' and balance < 0)",
+    "overdraft_fee_amount": "(case when event_type = 'overdraft_fee' then amount end)",
+    # An integer 0/1: the view sums it.
+    "is_missed_payment": (
+        "(case when event_type in ('missed_payment', 'returned_payment') then 1 else 0 end)"
+    ),
+}
+# Per source: the derived inputs its staging computes (``balance`` is a staged column).
+DERIVED_INPUTS_BY_SOURCE: dict[str, dict[str, str]] = {
+    "transactions": DERIVED_INPUTS,
+    "ledger": LEDGER_DERIVED_INPUTS,
 }
 
 H1, H24 = timedelta(hours=1), timedelta(hours=24)
@@ -307,12 +328,17 @@ ACCOUNT_LEDGER_DAILY = FeatureView(
     ),
 )
 
-FEATURE_VIEWS: tuple[FeatureView, ...] = (ACCOUNT_HOURLY, ACCOUNT_DAILY, MERCHANT_DAILY)
+FEATURE_VIEWS: tuple[FeatureView, ...] = (
+    ACCOUNT_HOURLY,
+    ACCOUNT_DAILY,
+    MERCHANT_DAILY,
+    ACCOUNT_LEDGER_DAILY,
+)
 ENTITIES: tuple[Entity, ...] = (ACCOUNT, MERCHANT)
 
 FRAUD_V1 = FeatureService(
     name="fraud_v1",
-    views=FEATURE_VIEWS,
+    views=(ACCOUNT_HOURLY, ACCOUNT_DAILY, MERCHANT_DAILY),
     description="Card fraud model v1: account velocity, account baseline, merchant risk.",
 )
 # Credit pre-screening v1: ledger behaviour plus the card-spend baseline.
@@ -321,9 +347,7 @@ CREDIT_V1 = FeatureService(
     views=(ACCOUNT_LEDGER_DAILY, ACCOUNT_DAILY),
     description="Credit pre-screening PD model v1: cash flow, arrears and spending baseline.",
 )
-# ACCOUNT_LEDGER_DAILY and CREDIT_V1 join FEATURE_VIEWS / FEATURE_SERVICES once
-# both engines compute ledger views.
-FEATURE_SERVICES: tuple[FeatureService, ...] = (FRAUD_V1,)
+FEATURE_SERVICES: tuple[FeatureService, ...] = (FRAUD_V1, CREDIT_V1)
 
 for _view in FEATURE_VIEWS:
     _view.validate()
@@ -360,5 +384,11 @@ def spec_fingerprint(views: tuple[FeatureView, ...] = FEATURE_VIEWS) -> str:
         }
         for v in views
     ]
-    blob = json.dumps([payload, DERIVED_INPUTS], sort_keys=True).encode()
+    # The derived inputs of the views' sources only: a fraud service's fingerprint
+    # does not change when a ledger input is redefined.
+    sources = sorted({v.source for v in views})
+    derived = DERIVED_INPUTS
+    if sources != ["transactions"]:
+        derived = {n: e for s in sources for n, e in DERIVED_INPUTS_BY_SOURCE[s].items()}
+    blob = json.dumps([payload, derived], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

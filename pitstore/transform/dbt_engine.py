@@ -35,13 +35,38 @@ from pitstore.core.runs import (
 from pitstore.core.spec import FEATURE_VIEWS, FeatureView
 from pitstore.core.timeutil import stamp_us, to_us
 from pitstore.landing import zone as landing
-from pitstore.landing.schema import LABELS_SCHEMA, TRANSACTIONS_SCHEMA, columns_of
+from pitstore.landing.schema import (
+    APPLICATIONS_SCHEMA,
+    CREDIT_OUTCOMES_SCHEMA,
+    LABELS_SCHEMA,
+    LEDGER_SCHEMA,
+    TRANSACTIONS_SCHEMA,
+    columns_of,
+)
 from pitstore.transform.codegen import mart_name
 from pitstore.transform.events import publish_dbt_events
 
 # The landing contract: a file whose columns differ is schema drift.
 TRANSACTION_COLUMNS = columns_of(TRANSACTIONS_SCHEMA)
 LABEL_COLUMNS = columns_of(LABELS_SCHEMA)
+LEDGER_COLUMNS = columns_of(LEDGER_SCHEMA)
+# Datasets a drifted file of stops the run (their rows are not quarantined one by
+# one: a label or an application with unknown columns is not worth guessing at).
+STRICT_COLUMNS = {
+    "labels": LABEL_COLUMNS,
+    "applications": columns_of(APPLICATIONS_SCHEMA),
+    "credit_outcomes": columns_of(CREDIT_OUTCOMES_SCHEMA),
+}
+# Datasets whose drifted files are quarantined whole, the rest of the run going on.
+EVENT_COLUMNS = {"transactions": TRANSACTION_COLUMNS, "ledger": LEDGER_COLUMNS}
+# The dbt var listing each dataset's landing files.
+FILE_VARS = {
+    "transactions": "transaction_files",
+    "ledger": "ledger_files",
+    "labels": "label_files",
+    "applications": "application_files",
+    "credit_outcomes": "credit_outcome_files",
+}
 
 
 def schema_drift(path: Path, expected: dict[str, str]) -> str | None:
@@ -193,23 +218,28 @@ def locked_transform_dbt(settings: Settings, watermark: datetime, full_refresh: 
     runs = sorted(markers)
     previous = check_run_order(w_us, runs)
 
-    tx_files: list[str] = []
+    files: dict[str, list[str]] = {}
     drifted: list[str] = []
-    for path in landing.partition_files(manifest, "transactions", watermark):
-        (drifted if schema_drift(path, TRANSACTION_COLUMNS) else tx_files).append(str(path))
-    label_files = [str(p) for p in landing.partition_files(manifest, "labels", watermark)]
-    bad_labels = [p for p in label_files if schema_drift(Path(p), LABEL_COLUMNS)]
-    if bad_labels:
-        raise TransformError(f"label files with schema drift: {bad_labels}")
-    if not tx_files:
+    for dataset, expected in EVENT_COLUMNS.items():
+        files[dataset] = []
+        for path in landing.partition_files(manifest, dataset, watermark):
+            (drifted if schema_drift(path, expected) else files[dataset]).append(str(path))
+    for dataset, expected in STRICT_COLUMNS.items():
+        files[dataset] = [str(p) for p in landing.partition_files(manifest, dataset, watermark)]
+        bad = [p for p in files[dataset] if schema_drift(Path(p), expected)]
+        if bad:
+            raise TransformError(f"{dataset} files with schema drift: {bad}")
+    if not files["transactions"]:
         raise TransformError(
             f"the landing zone holds no transaction partition at or before {watermark.isoformat()}"
         )
     if previous is not None and not full_refresh:
         # An incremental run only reads rows ingested after the previous run
         # (dedupe and quarantine are incremental tables): skip files that hold none.
-        tx_files = files_ingested_after(tx_files, previous) or tx_files[-1:]
-        label_files = files_ingested_after(label_files, previous)
+        tx_last = files["transactions"][-1:]
+        for dataset, paths in files.items():
+            files[dataset] = files_ingested_after(paths, previous)
+        files["transactions"] = files["transactions"] or tx_last
 
     if full_refresh:
         # History is rebuilt as one version at W: earlier runs no longer exist.
@@ -218,8 +248,7 @@ def locked_transform_dbt(settings: Settings, watermark: datetime, full_refresh: 
     dbt_vars = {
         "watermark_us": w_us,
         "previous_watermark_us": -1 if previous is None else previous,
-        "transaction_files": tx_files,
-        "label_files": label_files,
+        **{FILE_VARS[d]: paths for d, paths in files.items()},
         "drifted_files": drifted,
     }
     discard_incomplete_runs(settings.warehouse, [*runs, w_us])

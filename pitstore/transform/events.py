@@ -33,6 +33,9 @@ from pitstore.core.offline_layout import (
 DBT_RELATIONS = {
     "transactions": "int_transactions__deduped",
     "labels": "int_fraud_labels__deduped",
+    "ledger": "int_ledger__deduped",
+    "applications": "int_applications__deduped",
+    "credit_outcomes": "int_credit_outcomes__deduped",
 }
 
 

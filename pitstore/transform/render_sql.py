@@ -14,7 +14,9 @@ How a run at watermark ``W`` works (DESIGN.md, "Aggregate rows"):
   events known at ``W``. It can only change at *candidate* boundaries: where an
   event enters a window (the first boundary after it), where it leaves one
   (the first boundary past ``event_ts + window``), or where a label becomes
-  known (the first boundary at or after ``label_ts``).
+  known (the first boundary at or after ``label_ts``). Every function is a
+  function of the in-window events alone (``stddev`` of their values,
+  ``days_with`` of their UTC days), so these candidates hold for all of them.
 * ``T`` is a *change point* when ``v_W(T) != v_W(T - cadence)``. Change points
   are exactly the sparse rows DESIGN asks for, the first all-zero row included.
 * The run appends a row at ``T`` (``created_ts = W``) when ``T`` is a change point
@@ -77,8 +79,11 @@ SPARK = Dialect("spark")
 class Relations:
     """Names (or subqueries) of the relations the view SQL reads."""
 
-    transactions: str  # deduplicated, valid events: see int_transactions__deduped
-    labels: str | None  # deduplicated labels: see int_fraud_labels__deduped
+    # The view's source: its deduplicated, valid events (int_transactions__deduped
+    # or int_ledger__deduped), with the entity key, ``event_us``, ``ingested_us``
+    # and the inputs; for a fraud view, ``transaction_id`` too.
+    events: str
+    labels: str | None  # deduplicated labels (int_fraud_labels__deduped): fraud views only
     stored: str | None  # the view's offline rows so far; None on a first run
     watermark_us: str  # W, microseconds since the epoch (an expression)
     previous_us: str  # the previous run's W, or -1 when there is none (an expression)
@@ -150,7 +155,41 @@ def _ratio(numerator: str, count: str) -> str:
     )
 
 
-def _feature_expr(feature: Feature, boundary: str) -> str:
+DAY_US = 86_400_000_000
+
+
+def _stddev(inside: list[str], value: str, d: Dialect) -> str:
+    """Population stddev of the in-window non-null ``value``s, 0.0 when there are none.
+
+        n, s1 = sum(x) and s2 = sum(x * x) are exact integers: decimal(38, 0) (a
+        128-bit integer in DuckDB) holds them for |x| <= 1e15 (the staging's bound on
+        amounts and balances) and up to 1e8 values in one window, far past any real
+        window (x * x is taken in decimal(38, 0) too: both engines keep a narrower
+    operand's precision for the product and would overflow). Each sum
+        reaches a double through its decimal string, a correctly rounded conversion in
+        both engines (a direct cast of a 128-bit integer is not rounded the same way by
+        DuckDB and Spark). The rest is IEEE arithmetic both round identically:
+        var = s2/n - (s1/n)^2, clamped at 0 (cancellation can leave it slightly
+        negative when the spread is tiny against the mean), then sqrt.
+    """
+    x = f"cast({value} as decimal(38, 0))"
+    n = f"count({_case(inside, x)})"
+
+    def as_double(total: str) -> str:
+        return f"cast(cast(cast({total} as decimal(38, 0)) as {d.key_type}) as double)"
+
+    s1 = as_double(f"sum({_case(inside, x)})")
+    s2 = as_double(f"sum({_case(inside, f'{x} * {x}')})")
+    mean = f"({s1} / {n})"
+    return (
+        f"case\n    when {_indent(n, 4)} = 0 then 0.0\n"
+        f"    else sqrt(greatest(\n        {_indent(s2, 8)}\n        / {_indent(n, 8)}\n"
+        f"        - {_indent(mean, 8)}\n        * {_indent(mean, 8)},\n"
+        "        0.0\n    ))\nend"
+    )
+
+
+def _feature_expr(feature: Feature, boundary: str, d: Dialect) -> str:
     """Aggregate expression of one feature at ``boundary`` over the joined events ``e``."""
     agg = feature.aggregation
     inside = [f"e.event_us >= {boundary} - {us(feature.window)}"]
@@ -168,6 +207,11 @@ def _feature_expr(feature: Feature, boundary: str) -> str:
         expr = _ratio(f"sum({_case(inside, value)})", count)
     elif agg.function == "share":
         expr = _ratio(f"sum({_case([*inside, value], '1', '0')})", count)
+    elif agg.function == "stddev":
+        expr = _stddev(inside, value, d)
+    elif agg.function == "days_with":
+        # The UTC calendar day of each in-window event whose input is true.
+        expr = f"count(distinct {_case([*inside, value], d.idiv('e.event_us', DAY_US))})"
     elif agg.function in ("fraud_count", "fraud_rate"):
         # A label counts at T only once it is known at T (label_ts <= T); the
         # watermark filter (label ingested_at <= W) is applied upstream.
@@ -266,7 +310,7 @@ def render_view(
     # microsecond later (a label counts from its label_ts on, inclusive).
     arrivals = (
         f"select t.{key} as entity_key, t.event_us + 1 as changed_us\n"
-        f"from {rel.transactions} t, {ref('previous_run')} p\n"
+        f"from {rel.events} t, {ref('previous_run')} p\n"
         f"where t.ingested_us > p.previous_us and t.ingested_us <= {W}"
     )
     if view.uses_labels:
@@ -274,7 +318,7 @@ def render_view(
             "\nunion all\n"
             f"select t.{key} as entity_key, l.label_us as changed_us\n"
             f"from {rel.labels} l\n"
-            f"join {rel.transactions} t on t.transaction_id = l.transaction_id, "
+            f"join {rel.events} t on t.transaction_id = l.transaction_id, "
             f"{ref('previous_run')} p\n"
             "where l.ingested_us > p.previous_us\n"
             f"  and l.ingested_us <= {W} and t.ingested_us <= {W}"
@@ -316,7 +360,7 @@ def render_view(
     add(
         "view_events",
         f"select\n    t.{key} as entity_key,\n    t.event_us{event_cols}{label_cols}\n"
-        f"from {rel.transactions} t{label_join}{join_h}\n"
+        f"from {rel.events} t{label_join}{join_h}\n"
         f"where t.ingested_us <= {W}\n"
         "  -- Older events lie outside every window of every recomputed boundary.\n"
         f"  and t.event_us >= {lo} - {us(view.max_window) + c}",
@@ -356,7 +400,7 @@ def render_view(
     )
 
     value_cols = "".join(
-        f",\n    {_indent(_feature_expr(f, 'b.boundary_us'), 4)} as {f.name}" for f in feats
+        f",\n    {_indent(_feature_expr(f, 'b.boundary_us', d), 4)} as {f.name}" for f in feats
     )
     add(
         "point_values",

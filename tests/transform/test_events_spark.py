@@ -66,7 +66,8 @@ def test_spark_publishes_the_dbt_engines_events(homes: dict[str, Settings]) -> N
             rel = events_relpath(dataset, to_us(w))
             ours, theirs = spark_home.offline / rel, dbt_home.offline / rel
             assert ours.read_bytes() == theirs.read_bytes(), rel
-        assert sum(pq.read_metadata(p).num_rows for p in event_files(spark_home).files[dataset])
+        if dataset in ("transactions", "labels"):  # the generator lands no credit data
+            assert sum(pq.read_metadata(p).num_rows for p in event_files(spark_home).files[dataset])
 
 
 def test_spark_rerun_writes_the_same_bytes(

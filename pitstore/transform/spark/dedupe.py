@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pitstore.core.offline_layout import EVENTS, UTC_US, events_relpath
+from pitstore.core.offline_layout import EVENT_IDS, EVENTS, UTC_US, events_relpath
 from pitstore.core.runs import STATE, RunMarker
 from pitstore.transform import events
-from pitstore.transform.spark import staging
+from pitstore.transform.spark import staging, staging_credit
 from pitstore.transform.spark.storage import Store, is_local, join, local_path
 
 if TYPE_CHECKING:
@@ -39,6 +39,15 @@ if TYPE_CHECKING:
 DATASETS = {
     "transactions": ("pit_stg_transactions", staging.DEDUPED_TRANSACTION_COLUMNS),
     "labels": ("pit_stg_labels", staging.DEDUPED_LABEL_COLUMNS),
+    "ledger": ("pit_stg_ledger", staging_credit.DEDUPED_LEDGER_COLUMNS),
+    "applications": ("pit_stg_applications", staging_credit.DEDUPED_APPLICATION_COLUMNS),
+    "credit_outcomes": ("pit_stg_credit_outcomes", staging_credit.DEDUPED_CREDIT_OUTCOME_COLUMNS),
+}
+# The column each published events file gets from a microsecond column of the state.
+EVENT_TIMES = {
+    "transactions": ("event_ts", "event_us"),
+    "ledger": ("event_ts", "event_us"),
+    "applications": ("application_ts", "application_us"),
 }
 
 
@@ -50,6 +59,10 @@ def usable_base(markers: dict[int, RunMarker], previous: int | None) -> int | No
     """base(P) when the run can read the state from P on, else None."""
     marker = None if previous is None else markers.get(previous)
     if marker is None or "state_base_us" not in marker.engine_state:
+        return None
+    # A store written before a dataset had a state (the credit datasets came later)
+    # is rebuilt once from the landing zone.
+    if any(not any(f.startswith(f"{STATE}/{d}/") for f in marker.files) for d in DATASETS):
         return None
     return int(marker.engine_state["state_base_us"])
 
@@ -88,13 +101,14 @@ def deduped(
     run (None: no usable state, this run's file is the full set).
     """
     staged, columns = DATASETS[dataset]
+    key = EVENT_IDS[dataset]
     folder = state_dir(offline, dataset)
     if state_runs is None:
-        new = spark.sql(staging.deduped_sql(staged, columns, w_us))
+        new = spark.sql(staging.deduped_sql(staged, columns, w_us, key=key))
         state = None
     else:
         assert previous is not None
-        new = spark.sql(staging.deduped_sql(staged, columns, w_us, after_us=previous))
+        new = spark.sql(staging.deduped_sql(staged, columns, w_us, after_us=previous, key=key))
         files = [join(folder, f"run-{s}.parquet") for s in state_runs]
         # The schema is this run's own (the state files were written with it):
         # no footer-reading job to infer it.
@@ -104,9 +118,9 @@ def deduped(
             # hash of the new ids with the state's (no sort of the whole state).
             from pyspark.sql import functions as F
 
-            ids = F.broadcast(new.select("transaction_id"))
-            known = state.select("transaction_id").join(ids, "transaction_id", "left_semi")
-            new = new.join(known, "transaction_id", "left_anti")
+            ids = F.broadcast(new.select(key))
+            known = state.select(key).join(ids, key, "left_semi")
+            new = new.join(known, key, "left_anti")
     new = new.select(*[c.strip() for c in columns.split(",")])
     schema = nullable(new.schema)
     tmp = join(folder, f".tmp-{w_stamp}")
@@ -147,8 +161,9 @@ def publish_events(
         table = spark.read.schema(schema).parquet(state_file).toArrow()
     if previous is not None:
         table = table.filter(pc.greater(table.column("ingested_us"), previous))
-    if dataset == "transactions":
-        table = table.append_column("event_ts", table.column("event_us").cast(UTC_US))
+    if dataset in EVENT_TIMES:
+        ts, micros = EVENT_TIMES[dataset]
+        table = table.append_column(ts, table.column(micros).cast(UTC_US))
     data = events.encode(dataset, table, w_us, previous)
     store.write_bytes(join(offline, events_relpath(dataset, w_us)), data)
     return table.num_rows

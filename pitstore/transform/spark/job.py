@@ -49,6 +49,7 @@ from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
+from pitstore.core.offline_layout import EVENT_IDS  # noqa: E402
 from pitstore.core.run_lock import run_lock  # noqa: E402
 from pitstore.core.runs import (  # noqa: E402
     MARKERS,  # noqa: E402
@@ -57,12 +58,12 @@ from pitstore.core.runs import (  # noqa: E402
     check_run_order,
     forget_runs,
 )
-from pitstore.core.spec import FEATURE_VIEWS  # noqa: E402
+from pitstore.core.spec import FEATURE_VIEWS, FeatureView  # noqa: E402
 from pitstore.core.timeutil import from_us, parse_utc, stamp_us, to_us  # noqa: E402
 from pitstore.landing import zone as landing  # noqa: E402
-from pitstore.transform.dbt_engine import LABEL_COLUMNS, TRANSACTION_COLUMNS  # noqa: E402
+from pitstore.transform.dbt_engine import EVENT_COLUMNS, STRICT_COLUMNS  # noqa: E402
 from pitstore.transform.render_sql import us  # noqa: E402
-from pitstore.transform.spark import dedupe, landing_io, staging  # noqa: E402
+from pitstore.transform.spark import dedupe, landing_io, staging, staging_credit  # noqa: E402
 from pitstore.transform.spark.bookkeeping import publish_marker, start_run  # noqa: E402
 from pitstore.transform.spark.quarantine import count_quarantine  # noqa: E402
 from pitstore.transform.spark.storage import Store, is_local, join, local_path  # noqa: E402
@@ -103,6 +104,18 @@ SMALL_RUN_CONF = {
 # small-run settings (which together took a day from 13.6 to 9.0 s).
 CODEGEN_MIN_STATE_ROWS = 150_000
 CODEGEN_KEYS = ("spark.sql.codegen.wholeStage", "spark.sql.codegen.factoryMode")
+
+
+# Each landing dataset's staging SQL (the dbt staging models' mirror).
+STAGING = {
+    "transactions": staging.transactions_sql,
+    "labels": staging.labels_sql,
+    "ledger": staging_credit.ledger_sql,
+    "applications": staging_credit.applications_sql,
+    "credit_outcomes": staging_credit.credit_outcomes_sql,
+}
+# The time column whose smallest new value bounds the views' horizons.
+FIRSTS = {"transactions": "event_us", "labels": "label_us", "ledger": "event_us"}
 
 
 def small_run_conf(state_rows: int | None) -> dict[str, str]:
@@ -196,31 +209,35 @@ def session_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
                 spark.conf.set(key, old)
 
 
-def horizon_bound(prev_us: int, firsts: dict[str, int | None], uses_labels: bool) -> int:
+def horizon_bound(prev_us: int, firsts: dict[str, int | None], view: FeatureView) -> int:
     """A lower bound of a view's ``horizon`` (render_sql): the previous watermark, pulled
-    back to the earliest event, or label, among the rows new at W (every arrival is
-    one of them; a label whose transaction is unknown only lowers the bound)."""
-    lows = [prev_us, firsts["transactions"]] + ([firsts["labels"]] if uses_labels else [])
+    back to the earliest event of its source, or label, among the rows new at W (every
+    arrival is one of them; a label whose transaction is unknown only lowers the bound)."""
+    lows = [prev_us, firsts[view.source]] + ([firsts["labels"]] if view.uses_labels else [])
     return min(x for x in lows if x is not None)
 
 
-def recent_transactions(spark: SparkSession, horizon_us: int) -> None:
-    """Replace ``pit_transactions`` by its events that any view can read, computed once.
+def recent_events(spark: SparkSession, source: str, horizon_us: int) -> None:
+    """Replace ``pit_<source>`` by its events that any view can read, computed once.
 
     Every view reads only events at or after its horizon minus its longest window and
     one cadence (render_sql's ``view_events``); ``horizon_us`` is at or below every
     view's horizon. A new label whose transaction is older changes no value (it counts
     only at boundaries at or after its label_ts, past that event's windows), so it may
-    drop out of ``arrivals`` too. The three views then read one in-memory copy of the
-    few columns they use instead of each scanning the whole state several times.
+    drop out of ``arrivals`` too. The views then read one in-memory copy of the few
+    columns they use instead of each scanning the whole state several times.
     """
-    lo = horizon_us - max(us(v.max_window) + us(v.cadence) for v in FEATURE_VIEWS)
-    columns = {"transaction_id", "event_us", "ingested_us"}
-    for view in FEATURE_VIEWS:
+    views = [v for v in FEATURE_VIEWS if v.source == source]
+    if not views:
+        return
+    lo = horizon_us - max(us(v.max_window) + us(v.cadence) for v in views)
+    columns = {EVENT_IDS[source], "event_us", "ingested_us"}
+    for view in views:
         columns.add(view.entity.join_key)
         columns.update(f.aggregation.input for f in view.features if f.aggregation.input)
-    recent = spark.table("pit_transactions").where(f"event_us >= {lo}").select(*sorted(columns))
-    recent.localCheckpoint(eager=True).createOrReplaceTempView("pit_transactions")
+    table = f"pit_{source}"
+    recent = spark.table(table).where(f"event_us >= {lo}").select(*sorted(columns))
+    recent.localCheckpoint(eager=True).createOrReplaceTempView(table)
 
 
 def run_job(
@@ -255,15 +272,18 @@ def locked_run_job(
         None if base is None else [stamp_us(m) for m in sorted(markers) if base <= m <= prev_us]
     )
 
-    tx_uris: list[str] = []
+    uris: dict[str, list[str]] = {}
     drifted: list[str] = []
-    for uri in landing_io.partition_uris(layout.landing, manifest, "transactions", watermark):
-        (drifted if landing_io.drift(spark, uri, TRANSACTION_COLUMNS) else tx_uris).append(uri)
-    label_uris = landing_io.partition_uris(layout.landing, manifest, "labels", watermark)
-    bad_labels = [u for u in label_uris if landing_io.drift(spark, u, LABEL_COLUMNS)]
-    if bad_labels:
-        raise TransformError(f"label files with schema drift: {bad_labels}")
-    if not tx_uris:
+    for dataset, expected in EVENT_COLUMNS.items():
+        uris[dataset] = []
+        for uri in landing_io.partition_uris(layout.landing, manifest, dataset, watermark):
+            (drifted if landing_io.drift(spark, uri, expected) else uris[dataset]).append(uri)
+    for dataset, expected in STRICT_COLUMNS.items():
+        uris[dataset] = landing_io.partition_uris(layout.landing, manifest, dataset, watermark)
+        bad = [u for u in uris[dataset] if landing_io.drift(spark, u, expected)]
+        if bad:
+            raise TransformError(f"{dataset} files with schema drift: {bad}")
+    if not uris["transactions"]:
         raise TransformError(
             f"the landing zone holds no transaction partition at or before {watermark.isoformat()}"
         )
@@ -274,29 +294,27 @@ def locked_run_job(
     if state_runs is not None:
         assert previous is not None
         prev_day = from_us(previous).date().isoformat()
-        tx_uris = dedupe.files_since(tx_uris, previous, prev_day)
-        label_uris = dedupe.files_since(label_uris, previous, prev_day)
+        uris = {d: dedupe.files_since(u, previous, prev_day) for d, u in uris.items()}
     run_conf: dict[str, str] = {}
     if state_runs is not None:
         run_conf = small_run_conf(
             dedupe.state_rows(store, layout.offline, "transactions", state_runs)
         )
     with session_conf(spark, run_conf):
-        landing_io.read_raw(spark, tx_uris, TRANSACTION_COLUMNS).createOrReplaceTempView(
-            "pit_raw_transactions"
-        )
-        landing_io.read_raw(spark, label_uris, LABEL_COLUMNS).createOrReplaceTempView(
-            "pit_raw_labels"
-        )
-        # Staged rows are cached and filled by the quarantine count, their first use,
-        # so the landing files are parsed once. The views then read the deduplicated
-        # events from the state files just written (dedupe.py), not through the
-        # staging plan: with it underneath every reference (the views read them
-        # concurrently, several times each) Catalyst spent tens of seconds planning.
-        staged_tx = spark.sql(staging.transactions_sql("pit_raw_transactions")).persist()
-        staged_labels = spark.sql(staging.labels_sql("pit_raw_labels")).persist()
-        staged_tx.createOrReplaceTempView("pit_stg_transactions")
-        staged_labels.createOrReplaceTempView("pit_stg_labels")
+        staged = []
+        for dataset, stage in STAGING.items():
+            columns = {**EVENT_COLUMNS, **STRICT_COLUMNS}[dataset]
+            landing_io.read_raw(spark, uris[dataset], columns).createOrReplaceTempView(
+                f"pit_raw_{dataset}"
+            )
+            # Staged rows are cached and filled by the quarantine count, their first use,
+            # so the landing files are parsed once. The views then read the deduplicated
+            # events from the state files just written (dedupe.py), not through the
+            # staging plan: with it underneath every reference (the views read them
+            # concurrently, several times each) Catalyst spent tens of seconds planning.
+            df = spark.sql(stage(f"pit_raw_{dataset}")).persist()
+            df.createOrReplaceTempView(dedupe.DATASETS[dataset][0])
+            staged.append(df)
 
         summary = RunSummary(
             engine="spark",
@@ -313,16 +331,24 @@ def locked_run_job(
             # The earliest event (label) among the rows new at W bounds every view's
             # horizon: passed as a literal, it prunes the scans of the state and store.
             firsts: dict[str, int | None] = {}
-            for name, column in (("transactions", "event_us"), ("labels", "label_us")):
+            for name in dedupe.DATASETS:
                 rows, new_file = dedupe.deduped(
                     spark, store, layout.offline, name, w_us, w_stamp, state_runs, previous
                 )
                 rows.createOrReplaceTempView(f"pit_{name}")
-                firsts[name] = dedupe.column_min(spark, new_file, column)
+                if name in FIRSTS:
+                    firsts[name] = dedupe.column_min(spark, new_file, FIRSTS[name])
             if state_runs is not None:
-                recent_transactions(spark, horizon_bound(prev_us, firsts, True))
-            staged_tx.unpersist()
-            staged_labels.unpersist()
+                for source in ("transactions", "ledger"):
+                    bounds = [
+                        horizon_bound(prev_us, firsts, v)
+                        for v in FEATURE_VIEWS
+                        if v.source == source
+                    ]
+                    if bounds:
+                        recent_events(spark, source, min(bounds))
+            for df in staged:
+                df.unpersist()
             # The views are independent: submitting them together lets Spark overlap
             # one view's planning and small stages with another's.
             with ThreadPoolExecutor(max_workers=len(FEATURE_VIEWS)) as pool:
@@ -337,7 +363,7 @@ def locked_run_job(
                             prev_us,
                             w_stamp,
                             full_refresh,
-                            horizon_bound(prev_us, firsts, v.uses_labels),
+                            horizon_bound(prev_us, firsts, v),
                         ),
                         FEATURE_VIEWS,
                     )
@@ -347,8 +373,8 @@ def locked_run_job(
                 summary.rows_restated[view.name] = restated
                 summary.rows_total[view.name] = total
         finally:
-            staged_tx.unpersist()
-            staged_labels.unpersist()
+            for df in staged:
+                df.unpersist()
 
     if full_refresh:
         if local is None:  # a local store was already cleared by forget_runs

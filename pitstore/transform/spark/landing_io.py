@@ -81,6 +81,7 @@ _SPARK_TYPES = {
     "string": "string",
     "double": "double",
     "bool": "boolean",
+    "int32": "int",
     "timestamp[us, tz=UTC]": "timestamp",
 }
 

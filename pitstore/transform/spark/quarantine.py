@@ -47,6 +47,15 @@ def count_quarantine(
             union all
             select quarantine_reason, source_file, ingested_us
             from pit_stg_labels where quarantine_reason is not null
+            union all
+            select quarantine_reason, source_file, ingested_us
+            from pit_stg_ledger where quarantine_reason is not null
+            union all
+            select quarantine_reason, source_file, ingested_us
+            from pit_stg_applications where quarantine_reason is not null
+            union all
+            select quarantine_reason, source_file, ingested_us
+            from pit_stg_credit_outcomes where quarantine_reason is not null
         ) bad
         where ingested_us is null or ingested_us <= {w_us}
         group by reason

@@ -195,8 +195,14 @@ from (
 """
 
 
-def deduped_sql(staged: str, columns: str, watermark_us: int, after_us: int | None = None) -> str:
-    """int_*__deduped: valid rows known at W, the first ingested copy per transaction_id
+def deduped_sql(
+    staged: str,
+    columns: str,
+    watermark_us: int,
+    after_us: int | None = None,
+    key: str = "transaction_id",
+) -> str:
+    """int_*__deduped: valid rows known at W, the first ingested copy per ``key``
     (incremental: among the copies ingested after ``after_us``, as dbt's model)."""
     after = "" if after_us is None else f"\n      and ingested_us > {after_us}"
     return f"""
@@ -205,7 +211,7 @@ from (
     select
         *,
         row_number() over (
-            partition by transaction_id
+            partition by {key}
             order by ingested_us, source_file, source_row
         ) as delivery_rank
     from {staged}

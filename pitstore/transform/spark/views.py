@@ -76,7 +76,7 @@ def run_view(
         # The schema is the spec's (every run file is written with it): no job to infer it.
         spark.read.schema(run_schema(view)).parquet(*files).createOrReplaceTempView(stored_name)
     rel = Relations(
-        transactions="pit_transactions",
+        events=f"pit_{view.source}",
         labels="pit_labels" if view.uses_labels else None,
         stored=stored_name,
         watermark_us=str(w_us),
