@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from pitstore.cli import backfill, batch, monitor, parity, serving, training
+from pitstore.cli import backfill, batch, credit, monitor, parity, serving, training
 
 app = typer.Typer(
     name="pitstore",
@@ -25,6 +25,7 @@ app.add_typer(parity.parity_app, name="parity")
 app.add_typer(serving.audit_app, name="audit")
 training.register(app)
 monitor.register(app)
+credit.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover
