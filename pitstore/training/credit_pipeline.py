@@ -22,6 +22,7 @@ from pitstore.training.credit_cutoffs import Economics
 from pitstore.training.credit_labels import LABEL, credit_requests
 from pitstore.training.credit_model import CreditResult, credit_card, train_credit_model
 from pitstore.training.frames import FrameError, TrainingFrame, build_frame, resolve_service
+from pitstore.training.joins import created_ts_column
 from pitstore.training.labels import LabelPolicy
 from pitstore.training.pipeline import TrainReport, code_label
 
@@ -95,6 +96,7 @@ def train_on_credit_frame(
             "(a `training-frame --service credit_v1 --labels-known-by` frame has them)"
         )
     svc = resolve_service(str(frame.audit["service"]))
+    _require_known_features(frame, svc)
     df = frame.table.to_pandas()
     df[LABEL] = df[LABEL].astype("float64")  # null (unlabelled) stays NaN: never trains
     result = train_credit_model(df, svc, valid_share, economics)
@@ -126,6 +128,22 @@ def train_on_credit_frame(
         }
     )
     return _register(settings, card, result, frame, save, now)
+
+
+def _require_known_features(frame: TrainingFrame, svc: Any) -> None:
+    """Refuse a frame where no application had ledger features known at its time:
+    a model would learn from the application alone and serve with features it
+    never saw. It happens when the batch runs start after the applications (the
+    history was generated or landed, but runs were only made from later on)."""
+    ledger = next(v for v in svc.views if v.source == "ledger")
+    created = frame.table.column(created_ts_column(ledger))
+    if created.null_count == frame.table.num_rows:
+        raise FrameError(
+            f"none of the {frame.table.num_rows} applications has {ledger.name} features "
+            "known at its application time: no transform run had published them yet (as_known). "
+            "Batch runs must cover the applications' history (`pitstore backfill` from before "
+            "the first application; a run needs card transactions landed by its watermark)"
+        )
 
 
 def _register(

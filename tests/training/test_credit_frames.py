@@ -195,3 +195,13 @@ def test_cli_frame_train_promote(credit_home: Settings, tmp_path: Path) -> None:
         env=env,
     )
     assert bad.exit_code != 0 and "compare-modes" in bad.output
+
+
+def test_store_api_credit_frame_and_train(credit_home: Settings) -> None:
+    from pitstore.api import Store
+
+    store = Store(credit_home.home)
+    frame = store.training_frame(None, "credit_v1", labels_known_by=LAST)
+    assert frame.attrs["audit"]["labels"]["immature_excluded"] > 0
+    card = store.train(frame)
+    assert card["service"] == "credit_v1" and card["metrics"]["gini"] is not None
