@@ -24,11 +24,14 @@ from pitstore.core.runs import completed_watermarks
 from pitstore.core.timeutil import from_us, to_us
 
 
-def daily_watermarks(first: date, last: date) -> list[datetime]:
-    """Midnight UTC of every day from ``first`` to ``last``, inclusive."""
+def daily_watermarks(first: date, last: date, every: int = 1) -> list[datetime]:
+    """Midnight UTC of every ``every``-th day from ``first`` to ``last``; ``last`` always."""
     days = (last - first).days
     start = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    return [start + timedelta(days=i) for i in range(days + 1)]
+    offsets = [*range(0, days + 1, every)]
+    if offsets[-1] != days:
+        offsets.append(days)
+    return [start + timedelta(days=i) for i in offsets]
 
 
 def plan(watermarks: list[datetime], done_us: list[int]) -> tuple[list[datetime], list[datetime]]:
@@ -56,6 +59,14 @@ def backfill(
     materialize: Annotated[
         bool, typer.Option(help="Afterwards, load the last day's values into Redis.")
     ] = False,
+    every: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Run every N days (and on --to). A training frame is as-known: it sees "
+            "only what these runs knew, so a coarser history means staler training features.",
+        ),
+    ] = 1,
 ) -> None:
     """Replay the daily runs from --from to --to in order (idempotent, resumable)."""
     from pitstore.landing.zone import LandingError
@@ -67,7 +78,7 @@ def backfill(
     if engine not in ("dbt", "spark"):
         fail(f"unknown engine {engine!r}: use dbt or spark")
     settings = get_settings()
-    watermarks = daily_watermarks(first, last)
+    watermarks = daily_watermarks(first, last, every)
     if watermarks[-1] > datetime.now(UTC):
         fail(f"--to {last}: its midnight is in the future; events after now cannot be known")
     try:

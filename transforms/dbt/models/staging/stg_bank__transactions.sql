@@ -6,11 +6,33 @@
 with
 
 source as (
+    {% if var('transaction_files') %}
     select * from read_parquet(
         {{ var('transaction_files') }},
         filename = true,
         file_row_number = true
     )
+    {% else %}
+    -- No card transaction has landed by W (a run over ledger history that
+    -- predates the card feed, or nothing new since the previous run): an
+    -- empty, typed source.
+    select
+        null::varchar as transaction_id,
+        null::varchar as account_id,
+        null::varchar as card_id,
+        null::varchar as merchant_id,
+        null::varchar as merchant_category,
+        null::double as amount,
+        null::varchar as currency,
+        null::varchar as channel,
+        null::varchar as country,
+        null::varchar as device_id,
+        null::varchar as event_ts,
+        null::timestamptz as ingested_at,
+        null::varchar as filename,
+        null::bigint as file_row_number
+    where false
+    {% endif %}
 ),
 
 parsed as (
