@@ -176,6 +176,24 @@ def _transform_cells(r: dict[str, Any]) -> Cells:
     ]
 
 
+def _monitor_cells(r: dict[str, Any]) -> Cells:
+    c, ratios, check = r["contenders"], r["ratios"], r["psi_check"]
+
+    def tm(name: str) -> str:
+        return f"{_f(c[name]['seconds'], ' s')}, {_f(c[name]['peak_rss_mb'], ' MB', 0)}"
+
+    job = r["pitstore_job"]
+    return [
+        f"monitor {r['decisions']:,} decisions vs {r['reference_rows']:,} reference rows",
+        f"drift + performance {tm('pitstore')} (whole job, reading the audit log: "
+        f"{_f(job['seconds'], ' s')}, {_f(job['peak_rss_mb'], ' MB', 0)})",
+        f"Evidently drift (PSI) + classification {tm('evidently')}; PSI equal on "
+        f"{check['equal']}/{check['inputs']} inputs",
+        f"time {_f(ratios['time_vs_evidently'], 'x', 3)}, "
+        f"mem {_f(ratios['peak_rss_vs_evidently'], 'x')} Evidently",
+    ]
+
+
 # (#, key in report["benchmarks"], name when not measured, goal, the measured cells)
 TABLE: tuple[tuple[str, str, str, str, Any], ...] = (
     (
@@ -209,6 +227,13 @@ TABLE: tuple[tuple[str, str, str, str, Any], ...] = (
         _frames_cells,
     ),
     ("6", "transform", "daily transform", "incremental <= 0.1x full", _transform_cells),
+    (
+        "7",
+        "monitor",
+        "monitor vs Evidently",
+        "<= 0.3x Evidently's time, <= 0.5x its peak mem, PSI per input equal",
+        _monitor_cells,
+    ),
 )
 
 

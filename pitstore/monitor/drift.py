@@ -49,10 +49,15 @@ def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.bincount(np.searchsorted(edges, v, side="left"), minlength=edges.size + 1)
 
 
+def psi_from_shares(r: np.ndarray, c: np.ndarray) -> float:
+    """The PSI sum over bins of reference and current shares (none zero)."""
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
 def psi_from_counts(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
     r = (ref_counts + SMOOTHING) / (ref_counts.sum() + SMOOTHING * ref_counts.size)
     c = (cur_counts + SMOOTHING) / (cur_counts.sum() + SMOOTHING * cur_counts.size)
-    return float(np.sum((c - r) * np.log(c / r)))
+    return psi_from_shares(r, c)
 
 
 @dataclass(frozen=True)
