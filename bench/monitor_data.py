@@ -71,7 +71,9 @@ def _score_window(model: Any, rows: pd.DataFrame) -> list[dict[str, Any]]:
         )
         feast = {c: (None if pd.isna(r[c]) else float(r[c])) for c in feast_cols}
         try:
-            row = model_input(model.feature_columns, feast, request_features(req.txn(), feast, service))
+            row = model_input(
+                model.feature_columns, feast, request_features(req.txn(), feast, service)
+            )
         except KeyError:  # as the service: a missing input falls back
             row = None
         reqs.append(req)
@@ -164,7 +166,9 @@ def build(home: Path, out: Path, n_decisions: int, n_reference: int, accounts: i
     ref = real_ref.frame.iloc[pick].reset_index(drop=True)
     table = pa.Table.from_pandas(ref, preserve_index=False)
     fp = (real_ref.fingerprint or "").encode()
-    pq.write_table(table.replace_schema_metadata({b"frame_fingerprint": fp}), out / "reference.parquet")
+    pq.write_table(
+        table.replace_schema_metadata({b"frame_fingerprint": fp}), out / "reference.parquet"
+    )
     # the cache the monitor job reads (the end-to-end contender)
     cache = cache_path(settings, version)
     pq.write_table(pq.read_table(out / "reference.parquet"), cache)

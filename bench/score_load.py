@@ -51,7 +51,6 @@ from typing import Any
 
 from bench.harness import free_port, redis_server
 from bench.http_load import Run, closed_loop, open_loop
-from pitstore.serving.admission import SHED_BODY
 from bench.machine import idle_states_held_off, steal_share, steal_ticks
 from bench.score_setup import (
     HOST,
@@ -65,6 +64,7 @@ from bench.score_setup import (
     train_model,
     wait_ready,
 )
+from pitstore.serving.admission import SHED_BODY
 
 LOAD_SHARE = 0.7  # the "p99 at 70% of max throughput"
 # pitstore at a light load too: its p99 with almost no queueing, the floor that
