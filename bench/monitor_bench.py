@@ -244,7 +244,9 @@ def run(size_name: str, repeats: int = 1, work: Path | None = None) -> dict[str,
         env={"PITSTORE_HOME": str(home)},
     )
     print(f"    monitor data: {json.dumps(build)}", file=sys.stderr)
-    env = {"PITSTORE_HOME": str(home), **TELEMETRY_OFF}
+    # one Arrow allocator for both (as #5): the C library's malloc, so the memory
+    # ratio compares the computations, not allocators keeping freed pages
+    env = {"PITSTORE_HOME": str(home), "ARROW_DEFAULT_MEMORY_POOL": "system", **TELEMETRY_OFF}
     names = ["pitstore", "evidently"]
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in names}
     for r in range(repeats):
