@@ -57,7 +57,9 @@ def _guard(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     return out
 
 
-ALL = ("materialize", "online", "score_http", "frames", "transform")
+ALL = ("materialize", "online", "score_http", "frames", "transform", "monitor")
+# what needs the synthetic offline store and Redis (#7 and #6 build their own data)
+NEEDS_STORE = ("materialize", "online", "score_http", "frames")
 
 
 def run_all(
@@ -89,7 +91,7 @@ def run_all(
 
             settings = Settings(pitstore_home=home, redis_url=server.url)
             t0 = time.perf_counter()
-            rows = synth_offline(settings.offline, size)
+            rows = synth_offline(settings.offline, size) if set(only) & set(NEEDS_STORE) else {}
             report["data"] = {
                 "offline_rows": rows,
                 "accounts": size.accounts,
@@ -165,6 +167,14 @@ def run_all(
             # 6: transforms (bench/transform_bench.py, owned by the transform work).
             if "transform" in only:
                 benches["transform"] = _transform(size_name)
+
+            # 7: pitstore monitor against Evidently (bench/monitor_bench.py; own world).
+            from bench import monitor_bench
+
+            if "monitor" in only:
+                benches["monitor"] = _guard(
+                    "monitor", monitor_bench.run, size_name, plan["bulk_repeats"], home
+                )
     finally:
         if not keep:
             shutil.rmtree(home, ignore_errors=True)

@@ -64,6 +64,7 @@ from bench.score_setup import (
     train_model,
     wait_ready,
 )
+from pitstore.serving.admission import SHED_BODY
 
 LOAD_SHARE = 0.7  # the "p99 at 70% of max throughput"
 # pitstore at a light load too: its p99 with almost no queueing, the floor that
@@ -92,8 +93,10 @@ class Checker:
         statuses: Counter[int] = Counter(run.statuses)
         decisions: Counter[str] = Counter()
         fallbacks: Counter[str] = Counter()
-        bad = 0
+        bad = sheds = 0
         for i, status, body in zip(run.indices, run.statuses, run.bodies, strict=True):
+            if status == 503 and body == SHED_BODY:
+                sheds += 1  # admission control refusing on purpose: not an error
             if status != 200:
                 continue
             self.answered_200 += 1
@@ -104,12 +107,13 @@ class Checker:
                 decisions[str(data.get("decision"))] += 1
                 fallbacks[str(data.get("fallback"))] += 1
             bad += not ok
-        errors = run.transport_errors + bad + sum(n for s, n in statuses.items() if s != 200)
+        failed = sum(n for s, n in statuses.items() if s != 200) - sheds
         out: dict[str, Any] = {
             **run.summary(),
             "statuses": {str(k): v for k, v in statuses.items()},
             "wrong_answers": bad,
-            "errors": errors,
+            "errors": run.transport_errors + bad + failed,
+            "sheds": sheds,
         }
         if self.pitstore:
             out["decisions"] = dict(decisions)
@@ -210,6 +214,7 @@ def pooled(chunks: list[tuple[Run, dict[str, Any]]]) -> dict[str, Any]:
         **merged.summary(),
         "statuses": dict(statuses),
         "errors": sum(int(f["errors"]) for _, f in chunks),
+        "sheds": sum(int(f.get("sheds", 0)) for _, f in chunks),
         "server_cpu_share": round(statistics.fmean(f["server_cpu_share"] for _, f in chunks), 3),
         "steal_share": round(statistics.fmean(f["steal_share"] for _, f in chunks), 4),
         "chunks": len(chunks),
@@ -364,6 +369,14 @@ def summarise(reps: list[dict[str, Any]]) -> dict[str, Any]:
             int(r["open_70"]["errors"]) + sum(int(c["errors"]) for c in r.get("closed_loop", []))
             for r in reps
         ),
+        # 503s from admission control (``SHED_BODY``): at saturation (the closed
+        # loop finding the max) they are the point; in the open loop at 70% of
+        # the max they are answers without a decision (judged in score_verdict)
+        "sheds_closed_loop": sum(
+            int(c.get("sheds", 0)) for r in reps for c in r.get("closed_loop", [])
+        ),
+        "sheds_open_loop": sum(int(r["open_70"].get("sheds", 0)) for r in reps),
+        "open_loop_requests": sum(int(r["open_70"]["requests"]) for r in reps),
         "samples_per_repeat": int(reps[0]["open_70"]["requests"]),
         **chunk_p99s(reps),
         "repeats": reps,

@@ -46,6 +46,11 @@ CLIENT_LAG_MAX_SHARE = 0.1
 # a bank would not accept rules instead of the model at 70% of nominal load:
 # past this share of pitstore's open-loop answers the goal is missed.
 SCORE_FALLBACK_MAX_SHARE = 0.01
+# A shed (503 with ``admission.SHED_BODY``) is admission control refusing on
+# purpose, not an error: at saturation (the closed loop that finds the max)
+# it is the point. In the open loop at 70% of the max a shed is an answer
+# without a decision, held to the same ceiling as fallbacks.
+SCORE_SHED_MAX_SHARE = 0.01
 # Reported about the plain no-op (the reference row), not judged. Two signs that
 # its sub-millisecond figures were set by the machine, from every recorded run:
 # - at 70% of its max its p50 is far past its p50 at light load (queueing
@@ -94,11 +99,14 @@ def score_goal_met(
     lagged: list[str],
     p99_vs_durable: float | None,
     reference_errors: int = 0,
+    shed_share: float = 0.0,
 ) -> bool | None:
     """#3's verdict against the durable reference; None when the latencies can't
     be judged (the load client lagged, or the reference was not measured or
     failed requests: then there is no yardstick)."""
     if errors or not audit_matches or fallback_share > SCORE_FALLBACK_MAX_SHARE:
+        return False  # whatever the client did
+    if shed_share > SCORE_SHED_MAX_SHARE:
         return False  # whatever the client did
     if lagged or reference_errors or p99_vs_durable is None:
         return None
@@ -117,15 +125,20 @@ def verdict(res: dict[str, Any]) -> dict[str, Any]:
             fallbacks[k] = fallbacks.get(k, 0) + n
     fallback_answers = sum(n for k, n in fallbacks.items() if k != "False")
     fallback_share = fallback_answers / max(1, sum(fallbacks.values()))
+    open_sheds = int(ours.get("sheds_open_loop", 0))
+    shed_share = open_sheds / max(1, int(ours.get("open_loop_requests", 0)))
     judged = (("pitstore", ours), ("no-op + durable append", durable))
     lagged = [name for name, x in judged if x and client_bound(x)]
     p99_vs_durable = ratio(judged_p99(ours), judged_p99(durable)) if durable else None
     met = score_goal_met(
         errors, bool(res["audit"]["matches"]), fallback_share, lagged, p99_vs_durable,
-        reference_errors,
+        reference_errors, shed_share,
     )  # fmt: skip
     return {
         "errors": errors,
+        "sheds_closed_loop": int(ours.get("sheds_closed_loop", 0)),
+        "sheds_open_loop": open_sheds,
+        "shed_share_open_loop": shed_share,
         "reference_errors": reference_errors,
         "fallbacks": fallbacks,
         "fallback_answers": fallback_answers,
@@ -153,6 +166,9 @@ def _score_figures(x: dict[str, Any]) -> dict[str, Any]:
     )
     out = {k: x.get(k) for k in keys if k in x}
     out["errors"] = x.get("errors")
+    for k in ("sheds_closed_loop", "sheds_open_loop", "open_loop_requests"):
+        if k in x:
+            out[k] = x[k]
     out["samples_per_repeat"] = x.get("samples_per_repeat")
     return out
 
@@ -166,7 +182,9 @@ def score_http(settings: Any, size_name: str, idle_hold: bool = True) -> dict[st
     an open-loop Poisson load at 70% of that max (latency from the scheduled
     send time), interleaving the contenders; every answer is checked and the
     audit log must hold one record per pitstore 200. Goal: pitstore's p99 <=
-    1.5x the durable reference's, no errors, <= 1% fallback answers.
+    1.5x the durable reference's, no errors, <= 1% fallback answers; sheds
+    (admission control's 503s) are counted apart: any at saturation, <= 1% of
+    the open-loop requests.
     ``idle_hold`` is passed through to the child (a bench option only).
     """
     t0 = time.perf_counter()
@@ -204,6 +222,12 @@ def score_report(res: dict[str, Any]) -> dict[str, Any]:
         "pitstore_open_loop_fallback_share": round(v["fallback_share"], 4),
         "audit": res["audit"],
         "errors": v["errors"],
+        # admission control's 503s, apart from the errors (SCORE_SHED_MAX_SHARE)
+        "sheds": {
+            "closed_loop": v["sheds_closed_loop"],
+            "open_loop": v["sheds_open_loop"],
+            "open_loop_share": round(v["shed_share_open_loop"], 4),
+        },
         "reference_errors": v["reference_errors"],
         "client_lagged": v["lagged"],
         # about the plain no-op's figures only (reported, not judged)
@@ -233,6 +257,7 @@ def score_report(res: dict[str, Any]) -> dict[str, Any]:
             "p99_vs_noop_durable_max": SCORE_P99_VS_DURABLE_MAX,
             "errors_max": 0,
             "fallback_answers_max_share": SCORE_FALLBACK_MAX_SHARE,
+            "open_loop_sheds_max_share": SCORE_SHED_MAX_SHARE,
             "client_lag_max_share_of_p99": CLIENT_LAG_MAX_SHARE,
             "met": v["met"],
         },

@@ -49,10 +49,15 @@ def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.bincount(np.searchsorted(edges, v, side="left"), minlength=edges.size + 1)
 
 
+def psi_from_shares(r: np.ndarray, c: np.ndarray) -> float:
+    """The PSI sum over bins of reference and current shares (none zero)."""
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
 def psi_from_counts(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
     r = (ref_counts + SMOOTHING) / (ref_counts.sum() + SMOOTHING * ref_counts.size)
     c = (cur_counts + SMOOTHING) / (cur_counts.sum() + SMOOTHING * cur_counts.size)
-    return float(np.sum((c - r) * np.log(c / r)))
+    return psi_from_shares(r, c)
 
 
 @dataclass(frozen=True)
@@ -85,14 +90,17 @@ def feature_drift(
     edges: np.ndarray | None = None,
     bins: int = 10,
     min_current: int = 200,
+    ref_counts: np.ndarray | None = None,
 ) -> FeatureDrift:
     """PSI and missing-rate change of one feature; ``judged`` only with enough rows.
 
-    ``edges`` may be passed in so every day reuses the reference's bins."""
+    ``edges`` (and the reference's ``ref_counts`` in them) may be passed in so
+    every day reuses the reference's bins without counting it again."""
     ref = np.asarray(reference, dtype="float64")
     cur = np.asarray(current, dtype="float64")
     edges = bin_edges(ref, bins) if edges is None else edges
-    rc, cc = bin_counts(ref, edges), bin_counts(cur, edges)
+    rc = bin_counts(ref, edges) if ref_counts is None else ref_counts
+    cc = bin_counts(cur, edges)
     n_ref, n_cur = int(rc.sum()), int(cc.sum())
     psi = psi_from_counts(rc, cc) if n_ref and n_cur else None
     judged = psi is not None and n_cur >= min_current

@@ -36,6 +36,9 @@ import contextlib
 import time
 from collections import deque
 
+# The body of every shed answer (503 + Retry-After): a client (and the load bench)
+# tells a deliberate refusal from a failure by it.
+SHED_BODY = b'{"error":"overloaded: no decision was made","retry":true}'
 WINDOW = 16  # completions per limit adjustment
 MIN_LIMIT = 4
 

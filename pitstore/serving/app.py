@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.routing import Route
 
-from pitstore.serving.admission import LoopLag, Shed
+from pitstore.serving.admission import SHED_BODY, LoopLag, Shed
 from pitstore.serving.audit import AuditError, AuditLog, find_decision
 from pitstore.serving.audit_chain import audit_key
 from pitstore.serving.auth import CardTokenizer, KeyRing
@@ -227,13 +227,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         # The audit line is this record's JSON already (non-ASCII escaped): reuse it.
         return Response(answer.line, media_type="application/json")
 
-    shed_body = b'{"error":"overloaded: no decision was made","retry":true}'
     shed_headers = {"retry-after": str(settings.retry_after_s)}
 
     def shed(m: Metrics, reason: str) -> Response:
         m.shed.labels(reason).inc()
         m.requests.labels("503", "", "").inc()
-        return Response(shed_body, 503, shed_headers, media_type="application/json")
+        return Response(SHED_BODY, 503, shed_headers, media_type="application/json")
 
     # Served by a plain Starlette route, matched before the FastAPI one (which
     # stays, for the OpenAPI schema): FastAPI's route wrapper (dependency

@@ -119,6 +119,25 @@ def test_the_score_verdict_counts_fallback_answers_against_the_goal() -> None:
     assert met(0, True, 0.0, [], 1.0, reference_errors=3) is None  # no yardstick
 
 
+def test_sheds_are_counted_apart_from_errors() -> None:
+    from bench.http_load import Run
+    from bench.score_load import Checker
+    from bench.score_verdict import score_goal_met as met
+    from pitstore.serving.admission import SHED_BODY
+
+    run = Run("closed", 1.0)
+    ok = b'{"transaction_id":"t-0","decision":"approve","fallback":false}'
+    run.record(0, 200, ok, 0.001)
+    run.record(1, 503, SHED_BODY, 0.001)  # admission control refusing on purpose
+    run.record(2, 503, b'{"error":"internal error; no decision"}', 0.001)  # a failure
+    run.record(3, 500, b"", 0.001)
+    out = Checker(True).check(run, "t")
+    assert out["sheds"] == 1 and out["errors"] == 2 and out["wrong_answers"] == 0
+    # open-loop sheds past 1% of the requests miss the goal; at or under it, they do not
+    assert met(0, True, 0.0, [], 1.4, shed_share=0.01) is True
+    assert met(0, True, 0.0, [], 1.4, shed_share=0.02) is False
+
+
 def test_the_no_op_s_own_figures_tell_an_unsteady_machine() -> None:
     from bench.score_verdict import noop_unsteady
 
