@@ -67,7 +67,8 @@ def test_published_events_equal_the_warehouse(dbt_home: Settings) -> None:
     assert found.runs == tuple(to_us(w) for w in RUNS)
     for dataset in EVENTS_SCHEMAS:
         published = sorted_events(dbt_home, dataset)
-        assert published.num_rows > 0
+        if dataset in ("transactions", "labels"):  # the generator lands no credit data
+            assert published.num_rows > 0
         assert published.equals(warehouse_rows(dbt_home, dataset, RUNS[-1]))
         # One file per run: the rows it was the first to see, disjoint from the others.
         previous = None
