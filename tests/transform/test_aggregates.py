@@ -38,7 +38,9 @@ def test_dbt_equals_oracle_on_adversarial_streams(settings: Settings, seed: int)
     # Mid-day watermarks too: hourly rows restated by late events, labels mid-window.
     watermarks = [START + timedelta(hours=h) for h in (18, 24, 42, 48, 72, 96)]
     counts = run_and_compare(settings, events, labels, watermarks)
-    assert all(n > 0 for n in counts.values()), counts
+    # These streams hold no ledger: the ledger views are tested in test_ledger_dbt.py.
+    fraud = {v.name for v in FEATURE_VIEWS if v.source == "transactions"}
+    assert all(counts[name] > 0 for name in fraud), counts
 
 
 def test_design_worked_example(settings: Settings) -> None:

@@ -15,6 +15,7 @@ import pytest
 from pitstore.core.config import Settings
 from pitstore.core.offline_layout import (
     AFTER_KEY,
+    EVENT_IDS,
     EVENTS_SCHEMAS,
     SORT_KEYS,
     event_files,
@@ -67,7 +68,8 @@ def test_published_events_equal_the_warehouse(dbt_home: Settings) -> None:
     assert found.runs == tuple(to_us(w) for w in RUNS)
     for dataset in EVENTS_SCHEMAS:
         published = sorted_events(dbt_home, dataset)
-        assert published.num_rows > 0
+        if dataset in ("transactions", "labels"):  # the generator lands no credit data
+            assert published.num_rows > 0
         assert published.equals(warehouse_rows(dbt_home, dataset, RUNS[-1]))
         # One file per run: the rows it was the first to see, disjoint from the others.
         previous = None
@@ -77,13 +79,13 @@ def test_published_events_equal_the_warehouse(dbt_home: Settings) -> None:
             assert meta[AFTER_KEY] == (b"" if previous is None else str(to_us(previous)).encode())
             t = pq.read_table(path)
             ingested = pc.cast(t.column("ingested_at"), pa.int64())
-            assert pc.max(ingested).as_py() <= to_us(w)
-            if previous is not None:
+            assert t.num_rows == 0 or pc.max(ingested).as_py() <= to_us(w)
+            if previous is not None and t.num_rows:
                 assert pc.min(ingested).as_py() > to_us(previous)
             sort = [(k, "ascending") for k in SORT_KEYS[dataset]]
             assert t.equals(t.sort_by(sort)), "a file is sorted by the format's keys"
             previous = w
-        ids = published.column("transaction_id")
+        ids = published.column(EVENT_IDS[dataset])
         assert pc.count_distinct(ids).as_py() == len(ids)
 
 

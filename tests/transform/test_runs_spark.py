@@ -17,6 +17,7 @@ from pitstore.core.runs import TransformError, completed_watermarks
 from pitstore.core.spec import FEATURE_VIEWS
 from pitstore.core.timeutil import stamp, to_us
 from pitstore.transform.dbt_engine import transform_dbt
+from pitstore.transform.spark.dedupe import DATASETS
 from pitstore.transform.spark.job import Layout, run_job
 
 pytestmark = pytest.mark.spark
@@ -39,7 +40,7 @@ def test_spark_writes_the_shared_marker(spark: Any, tmp_path: Path) -> None:
     assert marker["summary"]["rows_appended"] == summary.rows_appended
     assert marker["engine_state"]["state_base_us"] == to_us(w1)  # read the state of w1
     expected = {f"{v.name}/run-{stamp(w2)}.parquet" for v in FEATURE_VIEWS}
-    expected |= {f"_state/{d}/run-{stamp(w2)}.parquet" for d in ("transactions", "labels")}
+    expected |= {f"_state/{d}/run-{stamp(w2)}.parquet" for d in DATASETS}
     assert set(marker["files"]) == expected
     for rel, entry in marker["files"].items():
         data = (settings.offline / rel).read_bytes()

@@ -116,7 +116,13 @@ def run_view(
         .parquet(tmp_dir)
     )
     part = single_part(store, tmp_dir)
-    appended, restated = int(counts.get["appended"]), int(counts.get["restated"])
+    if store.parquet_rows(part) == 0:
+        # Nothing to count, and nothing may have been observed: adaptive execution
+        # replaces a plan it proves empty (a view whose source has no events yet),
+        # observation included.
+        appended, restated = 0, 0
+    else:
+        appended, restated = int(counts.get["appended"]), int(counts.get["restated"])
     mine = join(view_dir, f"run-{w_stamp}.parquet")
     # Before this run's file replaces anything the inputs read.
     total_before = sum(store.parquet_rows(f) for f in files if f != mine)
