@@ -11,15 +11,18 @@ from rich.table import Table
 
 from pitstore.checks.parity import check_online
 from pitstore.cli.common import fail
+from pitstore.cli.training import print_credit_report
 from pitstore.core.config import Settings
 from pitstore.core.feast_store import apply
-from pitstore.core.spec import FEATURE_VIEWS, FRAUD_V1, split_feature_column
+from pitstore.core.spec import CREDIT_V1, FEATURE_VIEWS, FRAUD_V1, split_feature_column
 from pitstore.core.timeutil import to_us
-from pitstore.landing.zone import MANIFEST_NAME, read_manifest, write_landing
+from pitstore.landing.zone import MANIFEST_NAME, LandingManifest, read_manifest, write_landing
 from pitstore.models.registry import promote, promoted_version
 from pitstore.online.feast_read import read_online
 from pitstore.online.materialize import materialize_view
 from pitstore.synth.generate import CreditParams, GeneratorParams, generate
+from pitstore.training.credit_model import CreditModelError
+from pitstore.training.credit_pipeline import train_credit
 from pitstore.training.frames import FrameError
 from pitstore.training.labels import LabelError, LabelPolicy
 from pitstore.training.pipeline import train_fraud
@@ -48,6 +51,14 @@ def demo_params(
     return GeneratorParams(
         accounts=accounts, merchants=max(20, accounts // 7), days=days, start=start, credit=credit
     )
+
+
+def credit_history_watermarks(manifest: LandingManifest, params: GeneratorParams) -> list[datetime]:
+    """Weekly W from the midnight after the first landed day to before the card feed."""
+    first_day = min(p.ingest_date for p in manifest.partitions) + timedelta(days=1)
+    first = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
+    weeks = max(0, (params.start - first).days // 7 + 1)
+    return [w for w in (first + timedelta(days=7 * i) for i in range(weeks)) if w < params.start]
 
 
 def run_demo(
@@ -81,18 +92,33 @@ def run_demo(
     names = apply(settings)
     console.print(f"applied {len(names)} definitions")
 
-    console.rule("3. daily batch: transform + materialize per day")
     done = set(existing_runs(settings))
-    watermarks = [params.start + timedelta(days=d) for d in range(1, days + 1)]
-    restated = dict.fromkeys((v.name for v in FEATURE_VIEWS), 0)
-    appended = dict.fromkeys((v.name for v in FEATURE_VIEWS), 0)
-    quarantined = 0
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    if params.credit is not None:
+        console.rule("3a. credit history: weekly runs over the ledger before the card feed")
+        # A credit frame is as_known at each application's time: it can only see
+        # what a run before that time published. A bank starting a store on old
+        # data replays its history; weekly runs keep that affordable (training
+        # features are then up to 7 days staler than a daily store's).
+        history = credit_history_watermarks(manifest, params)
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("weekly runs", total=len(history))
+            for w in history:
+                progress.update(task, description=f"W={w.date()}")
+                if to_us(w) not in done:
+                    transform_dbt(settings, w)
+                progress.advance(task)
+
+    console.rule("3. daily batch: transform + materialize per day")
+    watermarks = [params.start + timedelta(days=d) for d in range(1, days + 1)]
+    restated = dict.fromkeys((v.name for v in FEATURE_VIEWS), 0)
+    appended = dict.fromkeys((v.name for v in FEATURE_VIEWS), 0)
+    quarantined = 0
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("daily runs", total=len(watermarks))
         for w in watermarks:
@@ -110,11 +136,12 @@ def run_demo(
 
     last = watermarks[-1]
     console.rule("4. online/offline parity at the last watermark")
-    parity = check_online(settings, FRAUD_V1, last)
-    console.print(
-        f"{parity.compared} values compared, consistency {parity.consistency:.4%}, "
-        f"{'PASS' if parity.passed else 'FAIL'}"
-    )
+    for service in (FRAUD_V1, CREDIT_V1) if params.credit is not None else (FRAUD_V1,):
+        parity = check_online(settings, service, last)
+        console.print(
+            f"{service.name}: {parity.compared} values compared, "
+            f"consistency {parity.consistency:.4%}, {'PASS' if parity.passed else 'FAIL'}"
+        )
 
     console.rule("5. fraud model: as_known vs as_of frames")
     from pitstore.training.compact import compact_store
@@ -154,7 +181,18 @@ def run_demo(
         changed = report.comparison["values_as_of_changes"]
         console.print(f"values as_of would have changed (leaked restatements): {changed}")
 
-    console.rule("6. summary")
+    if params.credit is not None:
+        console.rule("6. credit model: PD on as_known frames, 12-month label maturity")
+        credit_policy = LabelPolicy(known_by=last, maturity=timedelta(days=365))
+        try:
+            credit_report = train_credit(settings, credit_policy)
+        except (FrameError, LabelError, CreditModelError, ValueError) as exc:
+            fail(f"cannot train the credit model on this demo's data: {exc}")
+        promote(settings, credit_report.version)
+        print_credit_report(credit_report)
+        console.print(f"promoted {credit_report.version} for credit_v1")
+
+    console.rule("7. summary")
     table = Table(title="offline store")
     for col in ("view", "rows appended this demo", "of which restated", "TTL"):
         table.add_column(col)

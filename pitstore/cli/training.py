@@ -310,14 +310,14 @@ def _train_credit(
             report = train_credit(get_settings(), policy, economics, valid_share)
     except (FrameError, LabelError, CreditModelError, ValueError) as exc:
         _fail(str(exc))
-    _print_credit(report)
+    print_credit_report(report)
 
 
-def _print_credit(report: Any) -> None:
+def print_credit_report(report: Any) -> None:
     card = report.card
     m, labels = card["metrics"], card["frame_audit"].get("labels") or {}
     c = m["calibration_in_the_large"]
-    console.print(f"model [bold]{report.version}[/] for credit_v1 (not promoted)")
+    console.print(f"model [bold]{report.version}[/] registered for credit_v1")
     if labels:
         console.print(
             f"frame: {labels['rows']} labelled applications; excluded "
