@@ -32,6 +32,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pitstore.core.credit_request import credit_request_features
+from pitstore.serving.fallback import (
+    FEATURES_MISSING,
+    FEATURES_STALE,
+    MODEL_ERROR,
+    MODEL_UNAVAILABLE,
+    REDIS_TIMEOUT,
+    REDIS_UNAVAILABLE,
+    UNKNOWN_ACCOUNT,
+)
 from pitstore.serving.scoring import APPROVE, DECLINE, REVIEW
 
 RULES_VERSION = "credit-rules-1"
@@ -46,14 +55,8 @@ RECENT_DEFAULT_MONTHS = 24
 MIN_AMOUNT, MAX_AMOUNT = 100_000, 3_500_000  # minor units: 1,000.00 .. 35,000.00
 MIN_TERM, MAX_TERM = 12, 60
 
-# Why the model did not decide (also the refer_reason label of the metrics).
-FEATURES_MISSING = "features_missing"
-FEATURES_STALE = "features_stale"
-UNKNOWN_ACCOUNT = "unknown_account"
-REDIS_UNAVAILABLE = "redis_unavailable"
-REDIS_TIMEOUT = "redis_timeout"
-MODEL_UNAVAILABLE = "model_unavailable"
-MODEL_ERROR = "model_error"
+# Why the model did not decide: the fraud fallback's reasons (one vocabulary for
+# the read's outcome), each with the words a referral shows.
 REFER_REASONS: dict[str, str] = {
     UNKNOWN_ACCOUNT: "No account behaviour on file for this account: a person must assess it",
     FEATURES_MISSING: "Part of the account's behaviour is not available: a person must assess it",
@@ -138,3 +141,21 @@ def finite_or_none(values: Mapping[str, float]) -> dict[str, float | None]:
 def nan_for_none(values: Mapping[str, float | None]) -> dict[str, float]:
     """The inverse of ``finite_or_none`` (replaying a logged row)."""
     return {k: float("nan") if v is None else float(v) for k, v in values.items()}
+
+
+def credit_model_input(
+    columns: list[str], feast_values: Mapping[str, Any], req_values: Mapping[str, float]
+) -> dict[str, float]:
+    """The PD model's input row, in the card's order. Unlike fraud's, a value the
+    read returned as None is NaN, as in the training frame (a standard deviation
+    of one credit, say); a column the read does not carry at all is a KeyError."""
+    row: dict[str, float] = {}
+    for col in columns:
+        if col in req_values:
+            row[col] = float(req_values[col])
+        elif col in feast_values:
+            value = feast_values[col]
+            row[col] = float("nan") if value is None else float(value)
+        else:
+            raise KeyError(col)
+    return row

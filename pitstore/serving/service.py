@@ -401,6 +401,20 @@ class ScoringService:
             "audit": audit,
         }
 
+    async def markers(self, views: list[str]) -> dict[str, str | None]:
+        """When each view was last materialized (None: no marker, or Redis failed)."""
+        try:
+            keys = [MARKER.format(view=v).encode() for v in views]
+            replies = await asyncio.wait_for(
+                self.client.execute(resp_command(b"MGET", *keys), 1),
+                timeout=self.settings.redis_timeout_s * 2,
+            )
+            raws = replies[0]
+        except Exception:  # readiness reports it; never a 500
+            raws = [None] * len(views)
+        pairs = zip(views, raws, strict=True)
+        return {v: None if r is None else from_us(int(r)).isoformat() for v, r in pairs}
+
     def audit_health(self) -> str:
         """ "ok", or why the next decision's audit append would fail."""
         if self.audit_error is not None:
