@@ -270,11 +270,12 @@ def models_list() -> None:
     from pitstore.models.registry import list_models
 
     table = Table(title="models")
-    for col in ("version", "promoted", "created", "PR-AUC", "label cutoff"):
+    for col in ("version", "service", "promoted", "created", "PR-AUC", "label cutoff"):
         table.add_column(col)
     for m in list_models(get_settings()):
         table.add_row(
             m["version"],
+            m["service"],
             "*" if m["promoted"] else "",
             m["created_at"],
             f"{m['pr_auc']:.4f}" if m["pr_auc"] is not None else "-",
@@ -285,14 +286,14 @@ def models_list() -> None:
 
 @models_app.command("promote")
 def models_promote(version: Annotated[str, typer.Argument(help="Model version id.")]) -> None:
-    """Make VERSION the model serving loads as "promoted"."""
+    """Make VERSION the promoted model of its card's service (fraud_v1, credit_v1)."""
     from pitstore.models.registry import ModelRegistryError, promote
 
     try:
-        promote(get_settings(), version)
+        service = promote(get_settings(), version)
     except ModelRegistryError as exc:
         _fail(str(exc))
-    console.print(f"promoted {version}")
+    console.print(f"promoted {version} for {service}")
 
 
 def compact(

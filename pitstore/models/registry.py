@@ -2,7 +2,12 @@
 
 Each version directory holds ``model.joblib``, ``model_card.json``,
 ``model_card.md``, ``pr_curve.png`` and ``calibration.png``.
-``PITSTORE_HOME/models/PROMOTED`` names the promoted version.
+Promotion is per service: a card's ``service`` names the decision it serves
+(``fraud_v1`` scoring, ``credit_v1`` pre-screening; a card without one is a
+fraud model, as every card was before credit existed). ``models/PROMOTED``
+names the promoted fraud_v1 version (the file serving has always read) and
+``models/PROMOTED.<service>`` that of any other service, so promoting a credit
+model never replaces the fraud model serving scores with, and vice versa.
 
 An artifact is a pickle, and unpickling runs code: the card records the
 artifact's sha256 (``artifact_sha256``) at save, and ``load_model`` reads the
@@ -13,7 +18,8 @@ record or a ``PROMOTED`` marker is input, not trusted.
 
 Loader contract (serving builds on it)::
 
-    m = load_model(settings, "promoted")    # or a version id
+    m = load_model(settings, "promoted")    # or a version id; service="fraud_v1"
+    m = load_model(settings, "promoted", service="credit_v1")
     m.feature_columns   # Feast features "<view>__<feature>", then request features
     m.card["threshold"], m.card["review_band"]   # score >= high: decline; low <= s < high: review
     m.predict_proba(frame)   # frame: DataFrame with feature_columns; NaN = missing
@@ -57,6 +63,9 @@ CARD_KEYS = (
 # Letters, digits, '.', '_', '-'; no path separator, no leading dot (no "..").
 VERSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ARTIFACT = "model.joblib"
+# A service id becomes part of a marker file's name: same rule, no dots.
+SERVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+DEFAULT_SERVICE = "fraud_v1"
 
 
 class ModelRegistryError(LookupError):
@@ -80,6 +89,18 @@ def _inside(folder: Path, name: str) -> Path:
     if path.parent != folder:
         raise ModelRegistryError(f"{folder / name} resolves outside its version directory")
     return path
+
+
+def card_service(card: dict[str, Any]) -> str:
+    """The service a card's model serves; cards written before services existed are fraud's."""
+    return str(card.get("service") or DEFAULT_SERVICE)
+
+
+def _marker(settings: Settings, service: str) -> Path:
+    if not SERVICE_ID.fullmatch(service):
+        raise ModelRegistryError(f"invalid service id {service!r}")
+    name = "PROMOTED" if service == DEFAULT_SERVICE else f"PROMOTED.{service}"
+    return models_dir(settings) / name
 
 
 def sha256_file(path: Path) -> str:
@@ -132,7 +153,11 @@ def save_model(
         shutil.rmtree(tmp)
     tmp.mkdir()
     joblib.dump(model, tmp / ARTIFACT)
-    card = {**card, "artifact_sha256": sha256_file(tmp / ARTIFACT)}
+    card = {
+        **card,
+        "service": card_service(card),
+        "artifact_sha256": sha256_file(tmp / ARTIFACT),
+    }
     (tmp / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
     _plots(tmp, y, p, card)
     (tmp / "model_card.md").write_text(render_card(card))
@@ -202,6 +227,7 @@ def render_card(card: dict[str, Any]) -> str:
     lines = [
         f"# Model {card['version']}",
         "",
+        f"- service: `{card_service(card)}`",
         f"- feature service: `{card['feature_service']}` (spec `{card['spec_fingerprint']}`)",
         f"- training frame fingerprint: `{card['frame_fingerprint']}`",
         f"- training window: {card['training_window']}",
@@ -256,15 +282,20 @@ def render_card(card: dict[str, Any]) -> str:
 
 
 def list_models(settings: Settings) -> list[dict[str, Any]]:
+    """Every version, with its service and whether it is that service's promoted one."""
     root = models_dir(settings)
-    promoted = promoted_version(settings)
+    promoted: dict[str, str | None] = {}
     out = []
     for folder in sorted(root.glob("*/model_card.json")) if root.exists() else []:
         card = json.loads(folder.read_text())
+        service = card_service(card)
+        if service not in promoted:
+            promoted[service] = promoted_version(settings, service)
         out.append(
             {
                 "version": card["version"],
-                "promoted": card["version"] == promoted,
+                "service": service,
+                "promoted": card["version"] == promoted[service],
                 "created_at": card["created_at"],
                 "pr_auc": card["metrics"].get("pr_auc"),
                 "label_cutoff": card["label_cutoff"],
@@ -274,27 +305,36 @@ def list_models(settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
-def promoted_version(settings: Settings) -> str | None:
-    marker = models_dir(settings) / "PROMOTED"
+def promoted_version(settings: Settings, service: str = DEFAULT_SERVICE) -> str | None:
+    """The version promoted for ``service``, or None."""
+    marker = _marker(settings, service)
     return marker.read_text().strip() or None if marker.exists() else None
 
 
-def promote(settings: Settings, version: str) -> None:
+def promote(settings: Settings, version: str) -> str:
+    """Promote ``version`` within its card's service; returns that service."""
     folder = version_dir(settings, version)
-    if not (folder / "model_card.json").exists():
+    card_path = folder / "model_card.json"
+    if not card_path.exists():
         known = [m["version"] for m in list_models(settings)]
         raise ModelRegistryError(f"no model version {version!r}; known: {known}")
-    marker = models_dir(settings) / "PROMOTED"
-    tmp = marker.with_name(".PROMOTED.tmp")
+    service = card_service(json.loads(card_path.read_text()))
+    marker = _marker(settings, service)
+    tmp = marker.with_name(f".{marker.name}.tmp")
     tmp.write_text(version + "\n")
     os.replace(tmp, marker)
+    return service
 
 
-def load_model(settings: Settings, which: str = "promoted") -> LoadedModel:
-    """Load a version (or the promoted one) after checking its artifact's hash."""
-    version = promoted_version(settings) if which == "promoted" else which
+def load_model(
+    settings: Settings, which: str = "promoted", service: str = DEFAULT_SERVICE
+) -> LoadedModel:
+    """Load a version (or ``service``'s promoted one) after checking its artifact's hash."""
+    version = promoted_version(settings, service) if which == "promoted" else which
     if version is None:
-        raise ModelRegistryError("no model is promoted: run `pitstore models promote VERSION`")
+        raise ModelRegistryError(
+            f"no {service} model is promoted: run `pitstore models promote VERSION`"
+        )
     folder = version_dir(settings, version)
     artifact = _inside(folder, ARTIFACT)
     if not artifact.is_file():
@@ -311,6 +351,12 @@ def load_model(settings: Settings, which: str = "promoted") -> LoadedModel:
         raise ModelRegistryError(
             f"model version {version!r}: {ARTIFACT} has sha256 {actual[:12]}..., its card "
             f"recorded {expected[:12]}...: refusing to unpickle it"
+        )
+    if which == "promoted" and card_service(card) != service:
+        # A marker edited by hand (or copied across services) must not serve
+        # a fraud model as a PD model: their features and decisions differ.
+        raise ModelRegistryError(
+            f"the promoted {service} version {version!r} is a {card_service(card)} model"
         )
     return LoadedModel(version, card, joblib.load(io.BytesIO(data)), list(card["feature_columns"]))
 

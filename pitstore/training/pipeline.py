@@ -150,6 +150,7 @@ def _card(
     comparison: dict[str, Any] | None,
 ) -> dict[str, Any]:
     card: dict[str, Any] = {
+        "service": "fraud_v1",
         "feature_service": svc.name,
         "spec_fingerprint": spec_fingerprint(svc.views),
         "frame_fingerprint": fingerprint,

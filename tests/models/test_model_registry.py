@@ -169,3 +169,34 @@ def test_the_calibration_plot_is_zoomed_to_the_scores() -> None:
     table = [{"mean_score": 0.001, "fraud_rate": 0.0}, {"mean_score": 0.026, "fraud_rate": 0.028}]
     assert calibration_extent(table) == pytest.approx(0.028 * 1.1)
     assert calibration_extent([]) > 0  # an empty table still draws
+
+
+def test_promotion_is_per_service(saved: Settings) -> None:
+    """A credit model promoted beside the fraud one replaces neither; a card
+    without a service (every card before credit existed) is a fraud model."""
+    from pitstore.models.registry import list_models, promoted_version
+
+    old = saved.home / "models" / "v1" / "model_card.json"
+    legacy = json.loads(old.read_text())
+    legacy.pop("service")
+    old.write_text(json.dumps(legacy))
+    rng = np.random.default_rng(1)
+    x, y = rng.random((60, 2)), np.array([0, 1] * 30)
+    model = LogisticRegression().fit(x, y)
+    credit = {**card("c1"), "service": "credit_v1", "feature_service": "credit_v1"}
+    save_model(saved, model, credit, y, model.predict_proba(x)[:, 1])
+    assert promoted_version(saved, "credit_v1") is None
+    with pytest.raises(ModelRegistryError, match="no credit_v1 model is promoted"):
+        load_model(saved, "promoted", service="credit_v1")
+    assert promote(saved, "c1") == "credit_v1"
+    assert promoted_version(saved) == "v1"  # fraud untouched
+    assert load_model(saved, "promoted").version == "v1"
+    assert load_model(saved, "promoted", service="credit_v1").version == "c1"
+    rows = {m["version"]: (m["service"], m["promoted"]) for m in list_models(saved)}
+    assert rows == {"v1": ("fraud_v1", True), "c1": ("credit_v1", True)}
+    # A fraud marker edited to name the credit model does not serve it as fraud.
+    (saved.home / "models" / "PROMOTED").write_text("c1\n")
+    with pytest.raises(ModelRegistryError, match="is a credit_v1 model"):
+        load_model(saved, "promoted")
+    with pytest.raises(ModelRegistryError, match="invalid service id"):
+        promoted_version(saved, "../x")
