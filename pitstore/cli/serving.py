@@ -80,7 +80,9 @@ def new_key(
 
 
 def explain(
-    decision_id: Annotated[str, typer.Argument(help="A decision_id from /v1/score or /v1/prescreen.")],
+    decision_id: Annotated[
+        str, typer.Argument(help="A decision_id from /v1/score or /v1/prescreen.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Reload a decision's model version, recompute its score from the audit log."""
