@@ -133,6 +133,16 @@ def refer_reason(reason: str) -> dict[str, Any]:
     return {"feature": None, "rule": reason, "text": REFER_REASONS[reason]}
 
 
+def band_reason(pd: float, low: float, high: float) -> dict[str, Any]:
+    """Why a PD is referred: it lies between the card's two cut-offs."""
+    return {
+        "feature": None,
+        "rule": "pd_band",
+        "text": f"Probability of default {pd:.1%} is between the pre-qualification "
+        f"({low:.1%}) and decline ({high:.1%}) cut-offs: a person must assess it",
+    }
+
+
 def finite_or_none(values: Mapping[str, float]) -> dict[str, float | None]:
     """NaN (unknown, as the model reads it) logged as null: the log is strict JSON."""
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}

@@ -156,8 +156,10 @@ def score_row(model: Model, row: Mapping[str, float], reasons_for: str = "all") 
 
     ``reasons_for="adverse"`` computes the exact contributions only for review
     and decline decisions: they are what a customer or a reviewer is owed, and
-    TreeSHAP costs ~3x the score itself. An approval's reasons stay exact and
-    reproducible on demand (``pitstore explain`` recomputes them from the log).
+    TreeSHAP costs ~3x the score itself. ``"decline"`` computes them for
+    declines only (pre-screening's adverse action: see ``serving.prescreen``).
+    The reasons left out stay exact and reproducible on demand (``pitstore
+    explain`` recomputes them from the log).
     """
     columns = list(model.feature_columns)
     ref = reference(model.card)
@@ -165,11 +167,12 @@ def score_row(model: Model, row: Mapping[str, float], reasons_for: str = "all") 
     explain = getattr(model, "score_and_contributions", None)
     if explain is not None:  # the production trees: exact TreeSHAP (models.contributions)
         explanation: dict[str, Any] = {"method": TREE_SHAP, "unit": "log_odds"}
-        if reasons_for == "adverse":
+        if reasons_for in ("adverse", "decline"):
             score, raw = model.score_raw(base)  # type: ignore[attr-defined]
-            if decide(score, model.card) == APPROVE:
+            decision = decide(score, model.card)
+            if decision == APPROVE or (decision == REVIEW and reasons_for == "decline"):
                 explanation.update(raw_score=raw, computed=False)
-                return ModelScore(score, APPROVE, [], dict(row), explanation)
+                return ModelScore(score, decision, [], dict(row), explanation)
         score, raw, phi = explain(base)
         explanation.update(
             raw_score=raw,

@@ -261,7 +261,9 @@ def test_pd_decision_reasons_audit_and_replay(
             ((float(c), col) for col, c in zip(model.feature_columns, phi, strict=True) if c > 0),
             reverse=True,
         )[:3]
-        reasons = record["reasons"]
+        if record["decision"] == "refer":
+            assert record["reasons"][0]["rule"] == "pd_band"
+        reasons = [r for r in record["reasons"] if r["feature"] is not None]
         assert [r["feature"] for r in reasons] == [col for _, col in raised]
         assert [r["contribution"] for r in reasons] == [round(c, 6) for c, _ in raised]
         assert all(r["contribution"] > 0 and r["text"] for r in reasons)
@@ -279,3 +281,28 @@ def test_pd_decision_reasons_audit_and_replay(
         assert shown["matches"] is True and shown["kind"] == "prescreen"
         assert shown["recomputed_score"] == shown["logged_score"] == record["pd"]
         assert shown["decision"] == record["decision"]
+
+
+def test_default_reasons_inline_for_declines_only(
+    world: Any, settings: Settings, tmp_path: Path, env: None
+) -> None:
+    home, card, frame = world
+    now = datetime.now(UTC)
+    rows = passing_rows(frame, now).iloc[:40]
+    put_credit_features(settings.redis_url, rows, now)
+    ss = serving(home, settings, tmp_path, reasons_for="adverse")
+    with TestClient(create_app(ss), headers=AUTH) as http:
+        records = [
+            post(http, application(r, f"app-adv-{i}", now))
+            for i, (_, r) in enumerate(rows.iterrows())
+        ]
+    by = {d: [r for r in records if r["decision"] == d] for d in ("decline", "refer")}
+    assert by["decline"] and by["refer"], [r["decision"] for r in records]
+    for record in by["decline"]:
+        assert record["reasons"] and all(r["contribution"] > 0 for r in record["reasons"])
+    for record in by["refer"]:
+        assert [r["rule"] for r in record["reasons"]] == ["pd_band"]
+        assert record["explanation"]["computed"] is False
+    # the reviewer's reasons: exact, from the log, on demand
+    shown = replay(ServingSettings(), by["refer"][0]["decision_id"])
+    assert shown.matches and shown.reasons and shown.decision == "refer"
