@@ -51,10 +51,12 @@ class Store:
 
     def training_frame(
         self,
-        entity_df: pd.DataFrame,
+        entity_df: pd.DataFrame | None,
         service: str = "fraud_v1",
         mode: str = "as_known",
         engine: str = "duckdb",
+        *,
+        labels_known_by: datetime | None = None,
     ) -> pd.DataFrame:
         """A leakage-free training frame for ``entity_df``'s rows.
 
@@ -66,11 +68,25 @@ class Store:
         ``pitstore training-frame`` writes them). Unknown entity keys are counted
         in the audit, make ``audit["ok"]`` false and raise an
         :class:`UnknownEntityWarning`.
+
+        For ``credit_v1``, ``entity_df=None, labels_known_by=T`` builds the
+        labelled frame of loan applications (12-month maturity; immature and
+        unknown outcomes excluded and counted in ``audit["labels"]``), as
+        ``pitstore training-frame --service credit_v1 --labels-known-by`` does.
         """
         from pitstore.training.frames import TS, build_frame
 
-        requests = _requests_from(entity_df, TS)
-        frame = build_frame(self.settings, requests, service=service, mode=mode, engine=engine)
+        if entity_df is None:
+            from pitstore.training.credit_labels import credit_policy
+            from pitstore.training.credit_pipeline import build_credit_frame, is_credit
+
+            if labels_known_by is None or not is_credit(service):
+                raise ValueError("entity_df=None needs service='credit_v1' and labels_known_by")
+            policy = credit_policy(labels_known_by)
+            frame = build_credit_frame(self.settings, policy, mode=mode, engine=engine)
+        else:
+            requests = _requests_from(entity_df, TS)
+            frame = build_frame(self.settings, requests, service=service, mode=mode, engine=engine)
         unknown = frame.audit.get("unknown_entity_rows", 0)
         if unknown:
             by_view = {v: m["unknown_entity"] for v, m in frame.audit["missing"].items()}
@@ -81,7 +97,7 @@ class Store:
                 stacklevel=2,
             )
         df = frame.to_pandas()
-        if FEAST_TIMESTAMP in entity_df.columns:
+        if entity_df is not None and FEAST_TIMESTAMP in entity_df.columns:
             df = df.rename(columns={TS: FEAST_TIMESTAMP})
         df.attrs["audit"] = frame.audit
         df.attrs["manifest"] = frame.manifest
@@ -133,10 +149,12 @@ class Store:
         return out
 
     def train(self, frame: pd.DataFrame, valid_share: float = 0.3) -> dict[str, Any]:
-        """Train the fraud model on a frame from :meth:`training_frame` and register it
-        (not promoted); returns the model card. The frame needs a ``label`` column
-        (1 fraud, 0 genuine, null unlabelled) and the transaction columns
-        (``transaction_id``, ``amount``, ``country``, ``channel``, ``currency``)."""
+        """Train a model on a frame from :meth:`training_frame` and register it
+        (not promoted); returns the model card. A fraud_v1 frame needs a ``label``
+        column (1 fraud, 0 genuine, null unlabelled) and the transaction columns
+        (``transaction_id``, ``amount``, ``country``, ``channel``, ``currency``); a
+        credit_v1 frame trains the PD model and needs ``defaulted`` (1 / 0) and the
+        application columns (a ``labels_known_by`` frame has them)."""
         import pyarrow as pa
 
         from pitstore.training.frames import TS, TrainingFrame
@@ -149,6 +167,10 @@ class Store:
         df = frame.rename(columns={FEAST_TIMESTAMP: TS}) if FEAST_TIMESTAMP in frame else frame
         table = pa.Table.from_pandas(df, preserve_index=False)
         loaded = TrainingFrame.loaded(table, frame.attrs["audit"], frame.attrs["manifest"])
+        if frame.attrs["audit"].get("service") == "credit_v1":
+            from pitstore.training.credit_pipeline import train_on_credit_frame
+
+            return train_on_credit_frame(self.settings, loaded, valid_share=valid_share).card
         return train_on_frame(self.settings, loaded, valid_share=valid_share).card
 
     def feast(self) -> Any:

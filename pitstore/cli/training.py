@@ -38,6 +38,15 @@ def _date(text: str, what: str) -> datetime:
         raise
 
 
+def _maturity(days: float | None, credit: bool) -> float:
+    """The label maturity in days: the option, else the service's default."""
+    if days is not None:
+        if days < 0:
+            _fail("--label-maturity-days must not be negative")
+        return days
+    return 365.0 if credit else 14.0
+
+
 def _policy(
     labels_known_by: str, maturity_days: float, immature: str, start: str | None, end: str | None
 ):  # type: ignore[no-untyped-def]
@@ -62,14 +71,23 @@ def build(
         Path | None, typer.Option(help="Request rows (parquet or csv: keys, ts, ...).")
     ] = None,
     labels_known_by: Annotated[
-        str | None, typer.Option(help="Build fraud rows from transactions, labels known by DATE.")
+        str | None,
+        typer.Option(
+            help="Build labelled rows (fraud_v1: transactions; credit_v1: loan "
+            "applications) with the labels known by DATE."
+        ),
     ] = None,
-    service: Annotated[str, typer.Option(help="Feature service.")] = "fraud_v1",
+    service: Annotated[str, typer.Option(help="Feature service: fraud_v1 or credit_v1.")] = (
+        "fraud_v1"
+    ),
     mode: Annotated[str, typer.Option(help="as_known (default) or as_of.")] = "as_known",
     engine: Annotated[str, typer.Option(help="duckdb or spark.")] = "duckdb",
     label_maturity_days: Annotated[
-        float, typer.Option(help="Unlabelled rows younger than this are immature.")
-    ] = 14.0,
+        float | None,
+        typer.Option(
+            help="Rows younger than this are immature (default 14 for fraud_v1, 365 for credit_v1)."
+        ),
+    ] = None,
     immature: Annotated[str, typer.Option(help="exclude or mark immature rows.")] = "exclude",
     start: Annotated[str | None, typer.Option(help="First event day (fraud rows).")] = None,
     end: Annotated[str | None, typer.Option(help="Event day end, exclusive.")] = None,
@@ -77,6 +95,7 @@ def build(
     """Build a training frame: `--requests FILE` or `--labels-known-by DATE`."""
     if ctx.invoked_subcommand is not None:
         return
+    from pitstore.training.credit_pipeline import build_credit_frame, is_credit
     from pitstore.training.frames import FrameError, build_frame, write_frame
     from pitstore.training.joins import StoreError, use_system_allocator
     from pitstore.training.labels import LabelError
@@ -87,14 +106,20 @@ def build(
     if not requests and not labels_known_by:
         _fail("give --requests FILE or --labels-known-by DATE")
     if requests and (start or end):
-        _fail("--start/--end select fraud rows: use them with --labels-known-by, not --requests")
+        _fail("--start/--end select labelled rows: use them with --labels-known-by, not --requests")
     use_system_allocator()
     settings = get_settings()
     try:
+        credit = is_credit(service)
         if labels_known_by:
-            policy = _policy(labels_known_by, label_maturity_days, immature, start, end)
-            step(f"building an {mode} frame of {service}: labelled transactions, {labels_known_by}")
-            frame = build_fraud_frame(settings, policy, service, mode, engine)
+            maturity = _maturity(label_maturity_days, credit)
+            policy = _policy(labels_known_by, maturity, immature, start, end)
+            rows = "loan applications" if credit else "transactions"
+            step(f"building an {mode} frame of {service}: labelled {rows}, {labels_known_by}")
+            if credit:
+                frame = build_credit_frame(settings, policy, mode, engine)
+            else:
+                frame = build_fraud_frame(settings, policy, service, mode, engine)
         else:
             assert requests is not None
             table = _read_requests(requests)
@@ -120,6 +145,14 @@ def build(
             )
     if "labels" in a:
         console.print(f"labels: {json.dumps(a['labels']['by_status'])}")
+        if "immature_defaults_known_excluded" in a["labels"]:
+            lab = a["labels"]
+            console.print(
+                f"excluded: {lab['immature_excluded']} immature (of which "
+                f"{lab['immature_defaults_known_excluded']} already defaulted), "
+                f"{lab['unknown_excluded']} mature with no outcome known; "
+                f"default rate {lab['default_rate']}"
+            )
     if a.get("unknown_entity_rows"):
         by_view = {v: m["unknown_entity"] for v, m in a["missing"].items() if m["unknown_entity"]}
         err.print(
@@ -180,17 +213,31 @@ def train(
             "(frame.parquet with a label column, audit.json, manifest.json).",
         ),
     ] = None,
-    service: Annotated[str, typer.Option(help="Feature service.")] = "fraud_v1",
-    compare_modes: Annotated[bool, typer.Option(help="Also train on as_of and compare.")] = False,
-    label_maturity_days: Annotated[float, typer.Option(help="Label maturity.")] = 14.0,
+    service: Annotated[
+        str, typer.Option(help="Feature service: fraud_v1 (fraud model) or credit_v1 (PD model).")
+    ] = "fraud_v1",
+    compare_modes: Annotated[
+        bool, typer.Option(help="Also train on as_of and compare (fraud_v1).")
+    ] = False,
+    label_maturity_days: Annotated[
+        float | None,
+        typer.Option(help="Label maturity (default 14 for fraud_v1, 365 for credit_v1)."),
+    ] = None,
     valid_share: Annotated[float, typer.Option(help="Latest share for validation.")] = 0.3,
     cost_missed_fraud: Annotated[float, typer.Option(help="Cost of a missed fraud.")] = 100.0,
     cost_false_decline: Annotated[
         float, typer.Option(help="Cost of a blocked good customer.")
     ] = 10.0,
     cost_review: Annotated[float, typer.Option(help="Cost of a manual review.")] = 2.0,
+    margin: Annotated[
+        float, typer.Option(help="credit_v1: net interest over a good loan's life, per unit lent.")
+    ] = 0.10,
+    loss_given_default: Annotated[
+        float, typer.Option(help="credit_v1: share of the principal lost on a default.")
+    ] = 0.60,
 ) -> None:
-    """Train the fraud model on an as_known frame and register a new version."""
+    """Train a model (fraud_v1 or credit_v1) on an as_known frame and register a new version."""
+    from pitstore.training.credit_pipeline import is_credit
     from pitstore.training.frames import FrameError
     from pitstore.training.joins import use_system_allocator
     from pitstore.training.labels import LabelError
@@ -200,6 +247,17 @@ def train(
     if (labels_known_by is None) == (frame_dir is None):
         _fail("give --labels-known-by DATE or --frame DIR (one of them)")
     use_system_allocator()
+    try:
+        credit = is_credit(service)
+    except FrameError as exc:
+        _fail(str(exc))
+    if credit:
+        if compare_modes:
+            _fail("--compare-modes is for fraud_v1: credit frames are as_known only")
+        _train_credit(
+            labels_known_by, frame_dir, label_maturity_days, valid_share, margin, loss_given_default
+        )
+        return
     costs = Costs(cost_missed_fraud, cost_false_decline, cost_review)
     if frame_dir is not None:
         if compare_modes:
@@ -208,7 +266,7 @@ def train(
         _print_trained(report)
         return
     assert labels_known_by is not None
-    policy = _policy(labels_known_by, label_maturity_days, "exclude", None, None)
+    policy = _policy(labels_known_by, _maturity(label_maturity_days, False), "exclude", None, None)
     step(
         "training on an as_known frame"
         + (", then on as_of for comparison (about twice as long)" if compare_modes else "")
@@ -223,13 +281,71 @@ def train(
     _print_trained(report)
 
 
-def _train_on_dir(frame_dir: Path, costs: Any, valid_share: float) -> Any:
-    """Train on a frame directory as `training-frame --out` writes it (checked first)."""
+def _train_credit(
+    labels_known_by: str | None,
+    frame_dir: Path | None,
+    maturity_days: float | None,
+    valid_share: float,
+    margin: float,
+    loss_given_default: float,
+) -> None:
+    from pitstore.training.credit_cutoffs import Economics
+    from pitstore.training.credit_model import CreditModelError
+    from pitstore.training.credit_pipeline import train_credit, train_on_credit_frame
+    from pitstore.training.frames import FrameError
+    from pitstore.training.labels import LabelError
+
+    if not (margin > 0 and 0 < loss_given_default <= 1):
+        _fail("--margin must be positive and --loss-given-default in (0, 1]")
+    economics = Economics(margin=margin, loss_given_default=loss_given_default)
+    try:
+        if frame_dir is not None:
+            frame = _read_frame_dir(frame_dir)
+            report = train_on_credit_frame(get_settings(), frame, economics, valid_share)
+        else:
+            assert labels_known_by is not None
+            maturity = _maturity(maturity_days, True)
+            policy = _policy(labels_known_by, maturity, "exclude", None, None)
+            step(f"training the PD model on an as_known credit_v1 frame, {labels_known_by}")
+            report = train_credit(get_settings(), policy, economics, valid_share)
+    except (FrameError, LabelError, CreditModelError, ValueError) as exc:
+        _fail(str(exc))
+    _print_credit(report)
+
+
+def _print_credit(report: Any) -> None:
+    card = report.card
+    m, labels = card["metrics"], card["frame_audit"].get("labels") or {}
+    c = m["calibration_in_the_large"]
+    console.print(f"model [bold]{report.version}[/] for credit_v1 (not promoted)")
+    if labels:
+        console.print(
+            f"frame: {labels['rows']} labelled applications; excluded "
+            f"{labels['immature_excluded']} immature, {labels['unknown_excluded']} unknown"
+        )
+    console.print(
+        f"out of time: {m['rows']} applications, {m['defaults']} defaults; "
+        f"Gini {_num(m['gini'])}, KS {_num(m['ks'])}, AUC {_num(m['auc'])}, "
+        f"Brier {_num(m['brier'])}"
+    )
+    console.print(
+        f"calibration in the large: mean PD {_num(c['mean_pd'])}, observed "
+        f"{_num(c['observed_rate'])} (95% {_num(c['ci_low'])}-{_num(c['ci_high'])})"
+    )
+    low, high = card["review_band"]
+    console.print(f"cut-offs: pre-qualify below PD {low:.4f}, decline at or above {high:.4f}")
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _read_frame_dir(frame_dir: Path) -> Any:
+    """A frame directory as `training-frame --out` writes it (checked first)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pitstore.training.frames import FrameError, TrainingFrame
-    from pitstore.training.pipeline import train_on_frame
+    from pitstore.training.frames import TrainingFrame
 
     files = {n: frame_dir / n for n in ("frame.parquet", "audit.json", "manifest.json")}
     missing = [str(p) for p in files.values() if not p.is_file()]
@@ -242,8 +358,16 @@ def _train_on_dir(frame_dir: Path, costs: Any, valid_share: float) -> Any:
     except (OSError, ValueError, pa.ArrowException) as exc:
         _fail(f"{frame_dir}: cannot read the frame: {str(exc).splitlines()[0]}")
     step(f"training on {frame_dir} ({table.num_rows} rows, mode {audit.get('mode')})")
+    return TrainingFrame.loaded(table, audit, manifest)
+
+
+def _train_on_dir(frame_dir: Path, costs: Any, valid_share: float) -> Any:
+    """Train on a frame directory as `training-frame --out` writes it (checked first)."""
+    from pitstore.training.frames import FrameError
+    from pitstore.training.pipeline import train_on_frame
+
+    loaded = _read_frame_dir(frame_dir)
     try:
-        loaded = TrainingFrame.loaded(table, audit, manifest)
         return train_on_frame(get_settings(), loaded, costs, valid_share)
     except (FrameError, ValueError) as exc:
         _fail(str(exc))

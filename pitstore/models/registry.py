@@ -222,6 +222,54 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _render_credit(card: dict[str, Any]) -> list[str]:
+    """The PD model's sections: discrimination, calibration with intervals, cut-offs."""
+    m = card["metrics"]
+    c = m.get("calibration_in_the_large") or {}
+    lines = ["| metric | value |", "|---|---|"]
+    for key in ("rows", "defaults", "default_rate", "auc", "gini", "ks", "pr_auc", "brier"):
+        lines.append(f"| {key} | {_fmt(m.get(key))} |")
+    lines += [
+        f"| calibration slope / intercept | {_fmt(m.get('calibration_slope'))} / "
+        f"{_fmt(m.get('calibration_intercept'))} |",
+        "",
+        f"Calibration in the large: mean PD {_fmt(c.get('mean_pd'))} against an observed "
+        f"default rate {_fmt(c.get('observed_rate'))} (95% interval {_fmt(c.get('ci_low'))} to "
+        f"{_fmt(c.get('ci_high'))}; within: {c.get('within_interval')}).",
+        "",
+    ]
+    low, high = card["review_band"]
+    lines += [
+        f"Decision: PD >= {high:.4f} decline; {low:.4f} <= PD < {high:.4f} refer; "
+        "otherwise pre-qualified.",
+        "",
+        "![Calibration](calibration.png)",
+        "",
+        "## Calibration by PD band",
+        "",
+        "| band | n | mean PD | default rate | 95% interval |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {r['band']} | {r['n']} | {_fmt(r['mean_pd'])} | {_fmt(r['observed_rate'])} | "
+            f"{_fmt(r['ci_low'])}-{_fmt(r['ci_high'])} |"
+            for r in m.get("calibration_by_band", [])
+        ],
+        "",
+        "## By segment (mean PD / default rate, n)",
+        "",
+    ]
+    for seg, values in m.get("by_segment", {}).items():
+        cells = ", ".join(
+            f"{k}: {_fmt(v.get('mean_pd'))} / {_fmt(v.get('observed_rate'))} (n={v['n']})"
+            for k, v in values.items()
+        )
+        lines.append(f"- {seg}: {cells}")
+    directions = card.get("monotone_directions") or {}
+    lines += ["", "## Monotone directions", ""]
+    lines += [f"- `{k}`: {'+1' if v > 0 else '-1'}" for k, v in directions.items() if v]
+    return lines
+
+
 def render_card(card: dict[str, Any]) -> str:
     m = card["metrics"]
     lines = [
@@ -237,9 +285,10 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         "## Out-of-time validation",
         "",
-        "| metric | value |",
-        "|---|---|",
     ]
+    if card.get("model_kind") == "credit_pd":
+        return "\n".join([*lines, *_render_credit(card)]) + "\n"
+    lines += ["| metric | value |", "|---|---|"]
     for key in (
         "rows",
         "fraud",

@@ -8,6 +8,12 @@ and ``manifest.json`` in one directory.
 Request rows: the entity keys of the service's views (``account_id``,
 ``merchant_id`` for ``fraud_v1``) and ``ts``; any other column (a label, a
 transaction id, request-time features) is carried through unchanged.
+
+A service with a ledger view (``credit_v1``) whose request rows carry the
+application columns (``core.credit_request.APPLICATION_INPUTS``) also gets the
+request-time credit features (debt-to-income, payment-to-income, ...), computed
+after the join by ``credit_request_frame`` -- the function serving calls -- from
+the application and the joined (as_known) 90-day ledger sums.
 """
 
 from __future__ import annotations
@@ -24,6 +30,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pitstore.core.config import Settings
+from pitstore.core.credit_request import (
+    APPLICATION_INPUTS,
+    CREDIT_REQUEST_FEATURES,
+    credit_request_frame,
+    ledger_sum_columns,
+)
 from pitstore.core.spec import COLUMN_SEP, FeatureService, service_by_name
 from pitstore.core.timeutil import WatermarkError, parse_utc
 from pitstore.training.joins import (
@@ -203,6 +215,25 @@ def assemble(requests: pa.Table, join: JoinResult) -> pa.Table:
     return table
 
 
+def with_request_features(table: pa.Table, service: FeatureService) -> pa.Table:
+    """``table`` with the credit request features (a float column each; null =
+    unknown), when the service has a ledger view and the rows carry an application."""
+    if not any(v.source == "ledger" for v in service.views):
+        return table
+    if not all(c in table.column_names for c in APPLICATION_INPUTS):
+        return table
+    inflow, outflow = ledger_sum_columns(service)
+    inputs = table.select([*APPLICATION_INPUTS, inflow, outflow]).to_pandas()
+    values = credit_request_frame(inputs, service)
+    for name in CREDIT_REQUEST_FEATURES:
+        column = pa.array(values[name].to_numpy(), pa.float64(), from_pandas=True)
+        if name in table.column_names:  # an application input the feature restates as float
+            table = table.set_column(table.column_names.index(name), name, column)
+        else:
+            table = table.append_column(name, column)
+    return table
+
+
 def build_frame(
     settings: Settings,
     requests: pd.DataFrame | pa.Table,
@@ -224,7 +255,7 @@ def build_frame(
         raise FrameError(f"unknown engine {engine!r}: use duckdb or spark")
     req = validate_requests(settings, requests, svc)
     join = point_in_time_join(settings, req, svc, mode=mode, engine=engine, spark=spark)
-    table = assemble(req, join)
+    table = with_request_features(assemble(req, join), svc)
     other = None
     if compare_modes:
         other_mode = "as_of" if mode == "as_known" else "as_known"

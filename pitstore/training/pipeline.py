@@ -51,12 +51,12 @@ def build_fraud_frame(
 class TrainReport:
     version: str
     card: dict[str, Any]
-    result: TrainResult
+    result: Any  # TrainResult (fraud) or credit_model.CreditResult (credit)
     frame: TrainingFrame
     comparison: dict[str, Any] | None = None
 
 
-def _code_label() -> str:
+def code_label() -> str:
     cv = code_version()
     commit = (cv["git_commit"] or "nogit")[:12]
     return f"{commit}+src.{cv['training_sources_sha256'][:12]}"
@@ -163,7 +163,7 @@ def _card(
         "threshold": result.threshold,
         "review_band": result.review_band,
         "feature_columns": result.columns,
-        "code_version": _code_label(),
+        "code_version": code_label(),
         "model": "HistGradientBoostingClassifier(class_weight=balanced) + sigmoid calibration",
         # What serving's reasons rank against, and what their contributions mean.
         "reference": result.reference,
