@@ -15,8 +15,11 @@ through the registry. Then, per repeat:
    answer/s for the no-op. ``max_answers_rps`` keeps the count with fallbacks;
 2. open-loop Poisson loads, latency measured from each request's scheduled
    send time: pitstore at 70% of *its own* max, the no-op at 70% of *its own*
-   max (the issue's goal compares these two), and the no-op at pitstore's rate
-   (equal absolute load, for reference). Each is cut into chunks and the
+   max (the issue's goal compares these two), the no-op at pitstore's rate
+   (equal absolute load, for reference), and ``POST /v1/prescreen`` on the
+   same pitstore server at the same rate as /v1/score (a credit model trained
+   by the real credit training code, every application past the hard rules,
+   so each one reads its features and scores its PD). Each is cut into chunks and the
    chunks interleaved, so drift on a shared machine hits all three alike.
 
 Every answer is checked after its run: 200, the request's transaction id and
@@ -58,9 +61,11 @@ from bench.score_setup import (
     Proc,
     cpu_seconds,
     pin_plan,
+    prescreen_requests,
     put_features,
     requests_for,
     start,
+    train_credit,
     train_model,
     wait_ready,
 )
@@ -73,6 +78,8 @@ LIGHT_SHARE = 0.1
 LIGHT_MIN_REQUESTS = 300  # per chunk: a p99 over a few chunks needs ~1,000+ samples
 CLOSED_CONNECTIONS = (8, 32)  # max throughput is the best of these
 DECISIONS = {"approve", "review", "decline"}
+CREDIT_DECISIONS = {"pre-qualified", "refer", "decline"}
+APPS: list[dict[str, Any]] = []  # the prescreen applications (set up in main)
 
 
 def log(msg: str) -> None:
@@ -85,8 +92,9 @@ def log(msg: str) -> None:
 class Checker:
     """Checks every answer against its request; counts 200s for the audit check."""
 
-    def __init__(self, pitstore: bool) -> None:
+    def __init__(self, pitstore: bool, prescreen: bool = False) -> None:
         self.pitstore = pitstore
+        self.prescreen = prescreen
         self.answered_200 = 0
 
     def check(self, run: Run, prefix: str) -> dict[str, Any]:
@@ -101,6 +109,13 @@ class Checker:
                 continue
             self.answered_200 += 1
             data = json.loads(body)
+            if self.prescreen:  # a referral is the credit fallback
+                ok = data.get("application_id") == f"{prefix}-{i}"
+                ok = ok and data.get("decision") in CREDIT_DECISIONS
+                decisions[str(data.get("decision"))] += 1
+                fallbacks[str(data.get("refer_reason") or False)] += 1
+                bad += not ok
+                continue
             ok = data.get("transaction_id") == f"{prefix}-{i}"
             if self.pitstore:
                 ok = ok and data.get("decision") in DECISIONS
@@ -189,7 +204,11 @@ async def open_chunk(
     port, pid = server
     per_chunk = int(rate * args.open_seconds / args.chunks)
     floor = args.samples // args.chunks if light_stages is None else LIGHT_MIN_REQUESTS
-    reqs = requests_for(port, prefix, max(floor, per_chunk), args.accounts)
+    n = max(floor, per_chunk)
+    if prefix.startswith("prescreen"):
+        reqs = prescreen_requests(port, prefix, n, APPS)
+    else:
+        reqs = requests_for(port, prefix, n, args.accounts)
     seed = sum(map(ord, prefix))
     before = stage_snapshot(port) if light_stages is not None else {}
     run, busy = await timed(open_loop(HOST, port, reqs, rate, seed=seed), pid)
@@ -246,6 +265,8 @@ async def repeat(
     rates = {n: LOAD_SHARE * float(out[n]["max_throughput_rps"]) for n in names}
     plan = [
         ("pitstore", "pitstore", rates["pitstore"]),
+        # the same server and load as /v1/score: the prescreen p99 goal's yardstick
+        ("prescreen", "pitstore", rates["pitstore"]),
         ("noop", "noop", rates["noop"]),
         ("noop_at_pitstore_rate", "noop", rates["pitstore"]),
         ("pitstore_light", "pitstore", rates["pitstore"] * LIGHT_SHARE / LOAD_SHARE),
@@ -257,9 +278,8 @@ async def repeat(
         for key, name, rate in plan[k:] + plan[:k]:
             prefix = f"{key}-r{rep}-o{c}"
             light = light_stages if key == "pitstore_light" else None
-            chunks[key].append(
-                await open_chunk(servers[name], checkers[name], args, prefix, rate, light)
-            )
+            checker = checkers.get(key, checkers[name])
+            chunks[key].append(await open_chunk(servers[name], checker, args, prefix, rate, light))
     result: dict[str, dict[str, Any]] = {}
     for key, name, _ in plan:
         result[key] = {"open_70": pooled(chunks[key])}
@@ -392,7 +412,12 @@ async def bench(
 ) -> dict[str, Any]:
     from pitstore.serving.audit import count_records
 
-    checkers = {"pitstore": Checker(True), "noop": Checker(False), "noop_durable": Checker(False)}
+    checkers = {
+        "pitstore": Checker(True),
+        "prescreen": Checker(True, prescreen=True),
+        "noop": Checker(False),
+        "noop_durable": Checker(False),
+    }
     reps: dict[str, list[dict[str, Any]]] = {}
     light_stages: Histos = {}
     for rep in range(args.repeats):
@@ -404,11 +429,8 @@ async def bench(
         "light_load": stage_quantiles(light_stages),
     }
     audited = count_records(home / "audit")  # every 200 was fsynced before it was sent
-    out["audit"] = {
-        "records": audited,
-        "answered_200": checkers["pitstore"].answered_200,
-        "matches": audited == checkers["pitstore"].answered_200,
-    }
+    answered = checkers["pitstore"].answered_200 + checkers["prescreen"].answered_200
+    out["audit"] = {"records": audited, "answered_200": answered, "matches": audited == answered}
     return out
 
 
@@ -448,6 +470,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             t0 = time.perf_counter()
             train_model(home)
             put_features(redis_url, args.accounts)
+            APPS[:] = train_credit(home, redis_url)
             log(f"  setup {time.perf_counter() - t0:.1f} s")
             ports = {"pitstore": free_port(), "noop": free_port(), "noop_durable": free_port()}
             py = sys.executable

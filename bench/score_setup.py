@@ -24,9 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # The scoring API wants a key (docs/security.md): one for this run, sent by
 # every request (the no-op servers ignore it), its entry in the server's env.
 KEY = new_key()
-SERVER_ENV = {"PITSTORE_API_KEYS": entry_for("bench", KEY, ["score"])}
-# The tests' feature writer and model card (tests/serving/test_serving.py).
-sys.path[:0] = [str(ROOT / "tests" / "serving"), str(ROOT / "tests")]
+SERVER_ENV = {"PITSTORE_API_KEYS": entry_for("bench", KEY, ["score", "prescreen"])}
+# The tests' feature writers and model cards (tests/serving/test_serving.py,
+# tests/serving/prescreen_world.py; the credit frame from tests/training).
+sys.path[:0] = [
+    str(ROOT / "tests" / "serving"),
+    str(ROOT / "tests" / "training"),
+    str(ROOT / "tests"),
+]
 HOST = "127.0.0.1"
 
 
@@ -84,6 +89,29 @@ def requests_for(port: int, prefix: str, n: int, accounts: int) -> list[bytes]:
         }
         auth = f"authorization: Bearer {KEY}\r\n"
         out.append(encode_post(HOST, port, "/v1/score", json.dumps(body).encode(), auth))
+    return out
+
+
+def train_credit(home: Path, redis_url: str) -> list[dict[str, Any]]:
+    """The PD model (the real credit training code, synthetic frame), promoted
+    for credit_v1, its applicants' features in Redis; the applications no hard
+    rule declines (so every prescreen reads features and scores the PD)."""
+    import prescreen_world as pw
+
+    _, frame = pw.train_and_promote(home)
+    now = datetime.now(UTC)
+    rows = pw.passing_rows(frame, now)
+    pw.put_credit_features(redis_url, rows, now)
+    return [pw.application(r, "", now) for _, r in rows.iterrows()]
+
+
+def prescreen_requests(port: int, prefix: str, n: int, apps: list[dict[str, Any]]) -> list[bytes]:
+    """Pre-encoded POST /v1/prescreen with unique application ids."""
+    auth = f"authorization: Bearer {KEY}\r\n"
+    out = []
+    for i in range(n):
+        body = {**apps[i % len(apps)], "application_id": f"{prefix}-{i}"}
+        out.append(encode_post(HOST, port, "/v1/prescreen", json.dumps(body).encode(), auth))
     return out
 
 

@@ -51,6 +51,9 @@ SCORE_FALLBACK_MAX_SHARE = 0.01
 # it is the point. In the open loop at 70% of the max a shed is an answer
 # without a decision, held to the same ceiling as fallbacks.
 SCORE_SHED_MAX_SHARE = 0.01
+# POST /v1/prescreen on the same server at /v1/score's rate (same run, chunks
+# interleaved): its p99 within this factor of /v1/score's (issue #23).
+PRESCREEN_P99_VS_SCORE_MAX = 1.2
 # Reported about the plain no-op (the reference row), not judged. Two signs that
 # its sub-millisecond figures were set by the machine, from every recorded run:
 # - at 70% of its max its p50 is far past its p50 at light load (queueing
@@ -197,6 +200,33 @@ def score_http(settings: Any, size_name: str, idle_hold: bool = True) -> dict[st
     return score_report(res)
 
 
+def prescreen_report(res: dict[str, Any]) -> dict[str, Any] | None:
+    """/v1/prescreen against /v1/score at the same load in the same run (None: not run)."""
+    pre, ours = res.get("prescreen"), res["pitstore"]
+    if pre is None:
+        return None
+    refers: dict[str, int] = {}
+    for rep in pre["repeats"]:
+        for k, n in rep["open_70"].get("fallbacks", {}).items():
+            refers[k] = refers.get(k, 0) + n
+    p99_ratio = ratio(judged_p99(pre), judged_p99(ours))
+    lagged = client_bound(pre) or client_bound(ours)
+    met = (
+        False
+        if int(pre["errors"]) or not res["audit"]["matches"]
+        else None
+        if lagged or p99_ratio is None
+        else p99_ratio <= PRESCREEN_P99_VS_SCORE_MAX
+    )
+    return {
+        **_score_figures(pre),
+        # "False": the PD decided; any other key is why the application was referred
+        "refer_reasons": refers,
+        "p99_vs_score_same_load": p99_ratio,
+        "goal": {"p99_vs_score_max": PRESCREEN_P99_VS_SCORE_MAX, "met": met},
+    }
+
+
 def score_report(res: dict[str, Any]) -> dict[str, Any]:
     """#3's entry in the report, from ``bench.score_load``'s result."""
     ours, noop, same = res["pitstore"], res["noop"], res["noop_at_pitstore_rate"]
@@ -214,6 +244,8 @@ def score_report(res: dict[str, Any]) -> dict[str, Any]:
         # pitstore at 10% of its max: its p99 with next to no queueing.
         "pitstore_light": _score_figures(light) if light else None,
         "pitstore_stages": res.get("pitstore_stages"),
+        # POST /v1/prescreen, same server, same load as /v1/score, same run
+        "prescreen": prescreen_report(res),
         # "False": answered by the model; any other key is a fallback reason.
         "pitstore_open_loop_fallbacks": v["fallbacks"],
         # Not errors (the documented degraded path, e.g. a Redis read over its
@@ -265,7 +297,14 @@ def score_report(res: dict[str, Any]) -> dict[str, Any]:
         "pinning": res["pinning"],
         "detail": {
             k: res[k]
-            for k in ("pitstore", "noop", "noop_at_pitstore_rate", "pitstore_light", "noop_durable")
+            for k in (
+                "pitstore",
+                "prescreen",
+                "noop",
+                "noop_at_pitstore_rate",
+                "pitstore_light",
+                "noop_durable",
+            )
             if k in res
         },
     }

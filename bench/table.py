@@ -91,6 +91,7 @@ def _score_cells(r: dict[str, Any]) -> Cells:
         f"(reference: p99 {_f(x['p99_vs_noop_each_at_70pct_of_own_max'], 'x')} the plain no-op, "
         f"max {_f(x['max_throughput_vs_noop'], 'x')})"
         + _light_cell(r)
+        + _prescreen_cell(r)
         + _steal_cell(p, n)
         + (
             f"; p99 not judged: the load client lagged ({', '.join(r['client_lagged'])})"
@@ -104,6 +105,20 @@ def _score_cells(r: dict[str, Any]) -> Cells:
         )
         + (f"; the plain no-op's figures: {u}" if (u := _noop_unsteady(r)) else ""),
     ]
+
+
+def _prescreen_cell(r: dict[str, Any]) -> str:
+    """/v1/prescreen on the same server at /v1/score's rate, same run."""
+    pre = r.get("prescreen")
+    if not pre:
+        return ""
+    goal = pre["goal"]
+    met = {True: "met", False: "MISSED", None: "not judged"}[goal["met"]]
+    return (
+        f"; /v1/prescreen at the same load: p50 {_f(pre['p50_ms'], ' ms')} / p99 "
+        f"{_p99_cell(pre)} = {_f(pre['p99_vs_score_same_load'], 'x')} /v1/score's "
+        f"(goal <= {goal['p99_vs_score_max']}x: {met}), errors {pre['errors']}"
+    )
 
 
 def _noop_unsteady(r: dict[str, Any]) -> str | None:

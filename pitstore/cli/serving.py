@@ -80,7 +80,9 @@ def new_key(
 
 
 def explain(
-    decision_id: Annotated[str, typer.Argument(help="A decision_id from /v1/score.")],
+    decision_id: Annotated[
+        str, typer.Argument(help="A decision_id from /v1/score or /v1/prescreen.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Reload a decision's model version, recompute its score from the audit log."""
@@ -100,11 +102,12 @@ def explain(
                     "decision_id": decision_id,
                     "matches": result.matches,
                     "mismatches": result.mismatches,
-                    "logged_score": logged["score"],
+                    "kind": logged.get("kind", "score"),
+                    "logged_score": logged.get("score", logged.get("pd")),
                     "recomputed_score": result.score,
                     "decision": result.decision,
                     "model_version": logged["model_version"],
-                    "fallback": logged["fallback"],
+                    "fallback": logged.get("fallback", logged.get("refer_reason")),
                     "reasons": result.reasons,
                 }
             )
@@ -115,9 +118,15 @@ def explain(
         table.add_column("logged")
         table.add_column("recomputed")
         table.add_row("decision", str(logged["decision"]), result.decision)
-        table.add_row("score", repr(logged["score"]), repr(result.score))
+        name = "PD" if logged.get("kind") == "prescreen" else "score"
+        table.add_row(name, repr(logged.get("score", logged.get("pd"))), repr(result.score))
         table.add_row("model version", str(logged["model_version"]), str(logged["model_version"]))
-        table.add_row("fallback", str(logged["fallback"]), str(logged["fallback"]))
+        if logged.get("kind") == "prescreen":
+            rules = ", ".join(logged["rules_fired"]) or "none"
+            table.add_row("rules fired", rules, rules)
+            table.add_row("refer reason", str(logged["refer_reason"]), str(logged["refer_reason"]))
+        else:
+            table.add_row("fallback", str(logged["fallback"]), str(logged["fallback"]))
         console.print(table)
         for reason in result.reasons:
             console.print(f"  - {reason['text']}")

@@ -324,7 +324,9 @@ def render_card(card: dict[str, Any]) -> str:
     ]
     for seg, values in m.get("by_segment", {}).items():
         cells = ", ".join(
-            f"{k}: {_fmt(v.get('pr_auc'))} (n={v['rows']})" for k, v in values.items()
+            # fraud segments count "rows", credit's calibration segments "n"
+            f"{k}: {_fmt(v.get('pr_auc'))} (n={v.get('rows', v.get('n'))})"
+            for k, v in values.items()
         )
         lines.append(f"- {seg}: {cells}")
     return "\n".join(lines) + "\n"

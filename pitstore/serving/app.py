@@ -1,10 +1,13 @@
 """The scoring API (FastAPI). Routes are thin; the flow lives in ``serving.service``.
 
 POST /v1/score                 a transaction -> a logged decision     (key scope: score)
+POST /v1/prescreen             a loan application -> a logged         (key scope: prescreen)
+                               pre-qualified / refer / decline
 GET  /v1/decisions/{id}        the logged decision, as in the audit log (decisions:read)
 GET  /healthz                  the process is up                      (no key)
 GET  /readyz                   Redis answers, the online store is materialized, a model
-                               is loaded, the audit log is writable   (no key)
+                               is loaded, the audit log is writable;  (no key)
+                               "prescreen": the same for the credit model
 GET  /metrics                  Prometheus                             (no key)
 
 Every request first passes ``serving.guard`` (keys, JSON only, body size and
@@ -37,11 +40,14 @@ from pitstore.serving.auth import CardTokenizer, KeyRing
 from pitstore.serving.guard import Guard
 from pitstore.serving.idempotency import Conflict
 from pitstore.serving.metrics import Metrics
+from pitstore.serving.prescreen import PrescreenService, load_credit_model
 from pitstore.serving.schemas import (
     DecisionRecord,
     ErrorResponse,
+    PrescreenRequest,
     ScoreRequest,
     time_window_error,
+    ts_window_error,
 )
 from pitstore.serving.scoring import Model
 from pitstore.serving.service import ScoringService
@@ -131,6 +137,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         )
         log.info("%d earlier decisions indexed for retries", known)
         app.state.service = service
+        app.state.prescreen = PrescreenService(settings, load_credit_model(settings), service)
         lag.start()
         registry.admission_limit.set_function(lambda: service.admission.limit)
         registry.loop_lag.set_function(lambda: lag.value)
@@ -140,6 +147,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             yield
         finally:
             await lag.stop()
+            await app.state.prescreen.aclose()
             await app.state.service.aclose()
 
     app = FastAPI(title="pitstore scoring", version="1", lifespan=lifespan)
@@ -157,6 +165,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         if request.url.path == "/v1/score":
             request.app.state.service.metrics.requests.labels("422", "", "").inc()
+        elif request.url.path == "/v1/prescreen":
+            request.app.state.service.metrics.prescreen_requests.labels("422", "", "").inc()
         fields = []
         for err in exc.errors():
             loc = [str(p) for p in err.get("loc", ()) if p != "body"]
@@ -242,6 +252,60 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     lean = Route("/v1/score", score, methods=["POST"], include_in_schema=False)
     app.router.routes.insert(0, lean)
 
+    @app.post(
+        "/v1/prescreen",
+        responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": PrescreenRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def prescreen(request: Request) -> Response:
+        pre: PrescreenService = request.app.state.prescreen
+        m = pre.metrics
+        arrived: float = request.scope["state"]["arrived"]  # set by serving.guard
+        if pre.scoring.admission.overloaded(arrived + settings.budget_s):
+            return shed(m, "queue")
+        try:
+            req = PrescreenRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+            ) from exc
+        now = datetime.now(UTC)
+        if req.application_ts is not None:
+            problem = ts_window_error(
+                req.application_ts,
+                "application_ts",
+                now,
+                settings.max_clock_skew_s,
+                settings.max_event_age_s,
+            )
+            if problem:
+                m.prescreen_requests.labels("422", "", "").inc()
+                return invalid([{"field": "application_ts", "message": problem}])
+        try:
+            record, line = await pre.prescreen(req, arrived, now)
+        except Shed as exc:
+            return shed(m, exc.reason)
+        except AuditError as exc:
+            log.error("%s", exc)
+            m.prescreen_requests.labels("503", "", "").inc()
+            return JSONResponse(
+                status_code=503,
+                content={"error": "audit log unavailable: no decision was made", "retry": True},
+            )
+        m.prescreen_latency.observe(time.perf_counter() - arrived)
+        why = "rule" if record["rules_fired"] else record["refer_reason"] or ""
+        m.prescreen_requests.labels("200", record["decision"], why).inc()
+        return Response(line, media_type="application/json")
+
+    app.router.routes.insert(
+        0, Route("/v1/prescreen", prescreen, methods=["POST"], include_in_schema=False)
+    )
+
     @app.get(
         "/v1/decisions/{decision_id}",
         response_model=DecisionRecord,
@@ -260,8 +324,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz(service: Service) -> JSONResponse:
+    async def readyz(request: Request, service: Service) -> JSONResponse:
         state: dict[str, Any] = await service.ready()
+        # Reported, not gating: without a credit model pre-screening still answers
+        # (every application referred), and fraud scoring must not leave rotation.
+        state["prescreen"] = await request.app.state.prescreen.ready()
         return JSONResponse(status_code=200 if state["ready"] else 503, content=state)
 
     @app.get("/metrics")

@@ -25,7 +25,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-SCOPES = ("score", "decisions:read")
+SCOPES = ("score", "prescreen", "decisions:read")
 KEY_PREFIX = "psk_"
 TOKEN_PREFIX = "tok_"
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")

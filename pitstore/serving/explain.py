@@ -4,7 +4,8 @@ Reads the audit record, reloads *that* model version from the registry,
 recomputes the request-time features from the logged request with the same
 function training uses, rebuilds the model input from the logged feature
 values, rescores, and compares score, decision and reasons with the log.
-A fallback decision is replayed through the fallback rules instead.
+A fallback decision is replayed through the fallback rules instead, and a
+pre-screening record (kind ``prescreen``) by ``serving.explain_credit``.
 
 Nothing is replayed from a record whose audit file fails verification
 (``audit_verify``: chain and signed checkpoints), and the model version it
@@ -53,6 +54,10 @@ class Replay:
 
 def replay(settings: ServingSettings, decision_id: str, audit_dir: Path | None = None) -> Replay:
     record = verified_record(settings, decision_id, audit_dir or settings.resolved_audit_dir)
+    if record.get("kind") == "prescreen":
+        from pitstore.serving.explain_credit import replay_prescreen
+
+        return replay_prescreen(settings, decision_id, record)
     req = ScoreRequest.model_validate(record["request"])
     txn = req.txn()
     problems: list[str] = []

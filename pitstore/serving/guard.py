@@ -37,7 +37,11 @@ log = logging.getLogger("pitstore.serving")
 # Health checks and the Prometheus scrape need no key: orchestrators and
 # scrapers carry none, and these expose no transaction data (docs/security.md).
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-SCOPED_PREFIXES = (("/v1/score", "score"), ("/v1/decisions/", "decisions:read"))
+SCOPED_PREFIXES = (
+    ("/v1/score", "score"),
+    ("/v1/prescreen", "prescreen"),
+    ("/v1/decisions/", "decisions:read"),
+)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 LOG_EVERY_S = 10.0
 

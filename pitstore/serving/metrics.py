@@ -137,3 +137,22 @@ class Metrics:
             ("reason",),
             registry=r,
         )
+        # --- POST /v1/prescreen (credit) ---
+        self.prescreen_requests = Counter(
+            "pitstore_prescreen_requests",
+            "Pre-screening requests answered, by HTTP status, decision and why the model "
+            "did not decide ('rule' for a hard-rule decline, a refer reason, or '').",
+            ("status", "decision", "reason"),
+            registry=r,
+        )
+        self.prescreen_latency = Histogram(
+            "pitstore_prescreen_latency_seconds",
+            "Time to answer /v1/prescreen (headers in to audit fsync; shed requests excluded).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.credit_model_loaded = Gauge(
+            "pitstore_credit_model_loaded",
+            "1 when a credit (PD) model is loaded; 0: every pre-screen is referred.",
+            registry=r,
+        )

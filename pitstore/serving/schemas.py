@@ -1,4 +1,5 @@
-"""The request contract of POST /v1/score, validated before anything else runs."""
+"""The request contracts of POST /v1/score and POST /v1/prescreen, validated
+before anything else runs."""
 
 from __future__ import annotations
 
@@ -60,14 +61,78 @@ class ScoreRequest(BaseModel):
 
 def time_window_error(req: ScoreRequest, now: datetime, skew_s: int, max_age_s: int) -> str | None:
     """Why event_ts cannot be scored now (far future / too old), or None."""
-    if req.event_ts > now + timedelta(seconds=skew_s):
-        return f"event_ts {req.event_ts.isoformat()} is in the future (now {now.isoformat()})"
-    if req.event_ts < now - timedelta(seconds=max_age_s):
+    return ts_window_error(req.event_ts, "event_ts", now, skew_s, max_age_s)
+
+
+def ts_window_error(
+    ts: datetime, name: str, now: datetime, skew_s: int, max_age_s: int
+) -> str | None:
+    """Why ``ts`` cannot be decided on now (far future / too old), or None."""
+    if ts > now + timedelta(seconds=skew_s):
+        return f"{name} {ts.isoformat()} is in the future (now {now.isoformat()})"
+    if ts < now - timedelta(seconds=max_age_s):
         return (
-            f"event_ts {req.event_ts.isoformat()} is more than {max_age_s} s old; "
-            "late transactions are not scored online"
+            f"{name} {ts.isoformat()} is more than {max_age_s} s old; "
+            "late requests are not decided online"
         )
     return None
+
+
+# --- POST /v1/prescreen -------------------------------------------------------------
+# Money in integral minor units, as APPLICATIONS_SCHEMA lands it. The bounds only
+# refuse what is not an application at all (a negative income, an age of 400);
+# what the product does not offer is a rule (R4, ``serving.credit_rules``), and
+# its decline is logged like any other decision.
+MAX_MONEY_MINOR = 10**11  # 1,000,000,000.00
+Count = Annotated[StrictInt, Field(ge=0, le=1200)]
+Money = Annotated[StrictInt, Field(ge=0, le=MAX_MONEY_MINOR)]
+Label = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 _.&'\-]+$")]
+
+
+class PrescreenRequest(BaseModel):
+    """One loan application (the APPLICATIONS_SCHEMA fields a customer gives)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    application_id: Key
+    account_id: Key
+    applicant_age: Annotated[StrictInt, Field(ge=0, le=130)] = Field(
+        description="Whole years at application."
+    )
+    amount: Annotated[StrictInt, Field(ge=1, le=MAX_MONEY_MINOR)] = Field(
+        description="Requested principal, integer minor units."
+    )
+    term_months: Annotated[StrictInt, Field(ge=1, le=600)]
+    stated_income: Money = Field(description="ANNUAL gross income, integer minor units.")
+    employment_months: Count = Field(description="Months in the current employment.")
+    existing_debt: Money = Field(
+        description="MONTHLY repayments on other debt, integer minor units."
+    )
+    purpose: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+    region: Label
+    months_since_last_default: Count | None = Field(
+        description="From the credit bureau; null when no default is on file."
+    )
+    application_ts: datetime | None = Field(
+        None,
+        description="When the customer applied: ISO-8601 with a UTC offset; default now. "
+        "Features are read as of this time.",
+    )
+
+    @field_validator("application_ts", mode="before")
+    @classmethod
+    def _aware(cls, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be an ISO-8601 string with a UTC offset")
+        try:
+            return parse_utc(value, "application_ts")
+        except WatermarkError as exc:
+            raise ValueError(str(exc)) from exc
+
+    def logged(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
 
 
 # --- responses (documentation: /openapi.json) -------------------------------------

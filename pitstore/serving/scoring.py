@@ -156,8 +156,10 @@ def score_row(model: Model, row: Mapping[str, float], reasons_for: str = "all") 
 
     ``reasons_for="adverse"`` computes the exact contributions only for review
     and decline decisions: they are what a customer or a reviewer is owed, and
-    TreeSHAP costs ~3x the score itself. An approval's reasons stay exact and
-    reproducible on demand (``pitstore explain`` recomputes them from the log).
+    TreeSHAP costs ~3x the score itself. ``"decline"`` computes them for
+    declines only (pre-screening's adverse action: see ``serving.prescreen``).
+    The reasons left out stay exact and reproducible on demand (``pitstore
+    explain`` recomputes them from the log).
     """
     columns = list(model.feature_columns)
     ref = reference(model.card)
@@ -165,11 +167,12 @@ def score_row(model: Model, row: Mapping[str, float], reasons_for: str = "all") 
     explain = getattr(model, "score_and_contributions", None)
     if explain is not None:  # the production trees: exact TreeSHAP (models.contributions)
         explanation: dict[str, Any] = {"method": TREE_SHAP, "unit": "log_odds"}
-        if reasons_for == "adverse":
+        if reasons_for in ("adverse", "decline"):
             score, raw = model.score_raw(base)  # type: ignore[attr-defined]
-            if decide(score, model.card) == APPROVE:
+            decision = decide(score, model.card)
+            if decision == APPROVE or (decision == REVIEW and reasons_for == "decline"):
                 explanation.update(raw_score=raw, computed=False)
-                return ModelScore(score, APPROVE, [], dict(row), explanation)
+                return ModelScore(score, decision, [], dict(row), explanation)
         score, raw, phi = explain(base)
         explanation.update(
             raw_score=raw,
@@ -217,6 +220,8 @@ def top_reasons(
     out = []
     for neg, col in sorted(raised)[:k]:
         value = row.get(col)
+        if value is not None and math.isnan(value):
+            value = None  # unknown to the model (NaN): unknown in the words and the log
         typical = ref.medians.get(col)
         pct = None if value is None else ref.percentile(col, value)
         out.append(Reason(col, value, typical, pct, -neg, describe(col, value, typical, pct)))
@@ -277,11 +282,37 @@ def _typical(kind: str, typical: float | None, percentile: float | None) -> str:
     return f"(typical {shown}{where})"
 
 
+# Pre-screening's request features (``core.credit_request``); None = unknown.
+_CREDIT_WORDS = {
+    "loan_amount": ("Loan amount", "money"),
+    "term_months": ("Term in months", "number"),
+    "monthly_payment": ("Monthly repayment of the new loan", "money"),
+    "stated_income": ("Stated annual income", "money"),
+    "employment_months": ("Months in the current employment", "number"),
+    "applicant_age": ("Applicant's age", "number"),
+    "months_since_last_default": ("Months since the last default on file", "number"),
+    "debt_to_income": ("Debt repayments with the new loan, as a share of monthly income", "share"),
+    "payment_to_income": ("The new loan's repayment, as a share of monthly income", "share"),
+    "outflow_inflow_ratio": ("Money out over money in, last 90 days", "ratio"),
+}
+_CREDIT_UNKNOWN = {
+    "months_since_last_default": "No default on file",
+    "outflow_inflow_ratio": "No money in or out of the account in the last 90 days",
+}
+
+
 def describe(
     column: str, value: float | None, typical: float | None, percentile: float | None
 ) -> str:
-    """One line a fraud analyst reads, e.g. 'Number of transactions over the last
+    """One line an analyst reads, e.g. 'Number of transactions over the last
     1h on this account: 9 (typical 1; 99% of training rows at or below)'."""
+    if column in _CREDIT_WORDS:
+        label, unit = _CREDIT_WORDS[column]
+        if value is None:
+            unknown = _CREDIT_UNKNOWN.get(column, f"{label}: unknown")
+            return f"{unknown} {_typical(unit, typical, None)}"
+        shown = f"{value:.2f}x" if unit == "ratio" else _fmt(unit, value)
+        return f"{label}: {shown} {_typical(unit, typical, percentile)}"
     if column in _REQUEST_WORDS:
         words = _REQUEST_WORDS[column](value or 0.0)
         kind = _REQUEST_KIND.get(column)
@@ -308,9 +339,14 @@ def _wording(column: str) -> tuple[str, str] | None:
     if view is None or feature is None:
         return None
     agg = feature.aggregation
+    # the ledger's money inputs (inflow_amount, balance, ...) read as money too
+    ledger_money = agg.input is not None and (
+        agg.input.endswith("_amount") or agg.input == "balance"
+    )
     kind = (
         "money"
-        if agg.input == "amount" and agg.function in ("sum", "max", "mean")
+        if (agg.input == "amount" and agg.function in ("sum", "max", "mean"))
+        or (ledger_money and agg.function in ("sum", "max", "mean", "stddev"))
         else "share"
         if agg.function in ("share", "fraud_rate")
         else "number"

@@ -65,10 +65,76 @@ def make_redis(settings: ServingSettings) -> RespPool:
     return RespPool(settings.redis_url, connect_timeout_s=settings.redis_timeout_s)
 
 
+def classify(service: FeatureService, row: OnlineRow, metrics: Metrics) -> str | None:
+    """None if every view of ``row`` is usable, else the fallback reason (and the
+    missing / stale / age metrics, per view)."""
+    account_views = [v.name for v in service.views if v.entity.join_key == ACCOUNT_KEY]
+    reads = row.views
+    for name, vr in reads.items():
+        if vr.event_timestamp is None:
+            metrics.feature_missing.labels(name).inc()
+        elif vr.stale:
+            metrics.feature_stale.labels(name).inc()
+        if vr.age is not None:
+            metrics.feature_age.labels(name).observe(vr.age.total_seconds())
+    if account_views and all(reads[n].event_timestamp is None for n in account_views):
+        return fb.UNKNOWN_ACCOUNT
+    if any(vr.stale for vr in reads.values()):
+        return fb.FEATURES_STALE
+    if any(vr.event_timestamp is None for vr in reads.values()):
+        return fb.FEATURES_MISSING
+    return None
+
+
+def logged_views(service: FeatureService, row: OnlineRow) -> dict[str, Any]:
+    """Per view of ``service``: what the read found, as the audit record keeps it."""
+    features: dict[str, Any] = {}
+    for view in service.views:
+        vr = row.views.get(view.name)
+        status = (
+            "missing" if vr is None or vr.event_timestamp is None else "stale" if vr.stale else "ok"
+        )
+        features[view.name] = {
+            "status": status,
+            "event_timestamp": vr.event_timestamp.isoformat()
+            if vr and vr.event_timestamp
+            else None,
+            "age_seconds": vr.age.total_seconds() if vr and vr.age is not None else None,
+            "values": {f.name: row.values.get(view.column(f)) for f in view.features},
+        }
+    return features
+
+
 @dataclass
 class FeatureRead:
     row: OnlineRow | None
     failure: str | None  # a fallback reason when the read itself failed
+
+
+async def read_row(
+    reads: ReadBatcher,
+    row: dict[str, str],
+    at: datetime,
+    deadline: float,
+    settings: ServingSettings,
+    metrics: Metrics,
+) -> FeatureRead:
+    """One entity row's features as of ``at``, or why not, within the request's deadline."""
+    # Leave the rest of the budget's non-Redis share for deciding and the
+    # audit append, so a late read turns into an in-time fallback.
+    reserve = settings.budget_s * (1 - settings.redis_share) / 2
+    timeout = min(settings.redis_timeout_s, deadline - time.perf_counter() - reserve)
+    try:
+        # the deadline is this request's: giving up leaves the shared round trip be
+        result = await asyncio.wait_for(reads.read(row, at), timeout=max(timeout, 0.0005))
+    except TimeoutError:
+        metrics.redis_errors.labels("deadline").inc()
+        return FeatureRead(None, fb.REDIS_TIMEOUT)
+    except OnlineReadError as exc:
+        timed_out = isinstance(exc.__cause__, redis.exceptions.TimeoutError)
+        metrics.redis_errors.labels("timeout" if timed_out else "error").inc()
+        return FeatureRead(None, fb.REDIS_TIMEOUT if timed_out else fb.REDIS_UNAVAILABLE)
+    return FeatureRead(result, None)
 
 
 @dataclass
@@ -126,46 +192,15 @@ class ScoringService:
     # --- the online read ---------------------------------------------------------
 
     async def read(self, req: ScoreRequest, deadline: float) -> FeatureRead:
-        assert self.service is not None and self.reads is not None
+        assert self.reads is not None
         ids = {"account_id": req.account_id, "merchant_id": req.merchant_id}
         row = {k: v for k, v in ids.items() if k in self.reads.reader.join_keys}
-        # Leave the rest of the budget's non-Redis share for deciding and the
-        # audit append, so a late read turns into an in-time fallback.
-        reserve = self.settings.budget_s * (1 - self.settings.redis_share) / 2
-        timeout = min(self.settings.redis_timeout_s, deadline - time.perf_counter() - reserve)
-        try:
-            # the deadline is this request's: giving up leaves the shared round trip be
-            result = await asyncio.wait_for(
-                self.reads.read(row, req.event_ts), timeout=max(timeout, 0.0005)
-            )
-        except TimeoutError:
-            self.metrics.redis_errors.labels("deadline").inc()
-            return FeatureRead(None, fb.REDIS_TIMEOUT)
-        except OnlineReadError as exc:
-            timed_out = isinstance(exc.__cause__, redis.exceptions.TimeoutError)
-            self.metrics.redis_errors.labels("timeout" if timed_out else "error").inc()
-            return FeatureRead(None, fb.REDIS_TIMEOUT if timed_out else fb.REDIS_UNAVAILABLE)
-        return FeatureRead(result, None)
+        return await read_row(self.reads, row, req.event_ts, deadline, self.settings, self.metrics)
 
     def classify(self, row: OnlineRow) -> str | None:
         """None if every view is usable, else the fallback reason."""
         assert self.service is not None
-        account_views = [v.name for v in self.service.views if v.entity.join_key == ACCOUNT_KEY]
-        reads = row.views
-        for name, vr in reads.items():
-            if vr.event_timestamp is None:
-                self.metrics.feature_missing.labels(name).inc()
-            elif vr.stale:
-                self.metrics.feature_stale.labels(name).inc()
-            if vr.age is not None:
-                self.metrics.feature_age.labels(name).observe(vr.age.total_seconds())
-        if account_views and all(reads[n].event_timestamp is None for n in account_views):
-            return fb.UNKNOWN_ACCOUNT
-        if any(vr.stale for vr in reads.values()):
-            return fb.FEATURES_STALE
-        if any(vr.event_timestamp is None for vr in reads.values()):
-            return fb.FEATURES_MISSING
-        return None
+        return classify(self.service, row, self.metrics)
 
     # --- one decision ------------------------------------------------------------
 
@@ -290,23 +325,7 @@ class ScoringService:
         band = review_band(card) if card else None
         features: dict[str, Any] = {}
         if read.row is not None and self.service is not None:
-            for view in self.service.views:
-                vr = read.row.views.get(view.name)
-                status = (
-                    "missing"
-                    if vr is None or vr.event_timestamp is None
-                    else "stale"
-                    if vr.stale
-                    else "ok"
-                )
-                features[view.name] = {
-                    "status": status,
-                    "event_timestamp": (
-                        vr.event_timestamp.isoformat() if vr and vr.event_timestamp else None
-                    ),
-                    "age_seconds": vr.age.total_seconds() if vr and vr.age is not None else None,
-                    "values": {f.name: read.row.values.get(view.column(f)) for f in view.features},
-                }
+            features = logged_views(self.service, read.row)
         if reason is None:
             score, decision = result.score, result.decision
             rule = None
@@ -381,6 +400,20 @@ class ScoringService:
             "model_version": self.model_version,
             "audit": audit,
         }
+
+    async def markers(self, views: list[str]) -> dict[str, str | None]:
+        """When each view was last materialized (None: no marker, or Redis failed)."""
+        try:
+            keys = [MARKER.format(view=v).encode() for v in views]
+            replies = await asyncio.wait_for(
+                self.client.execute(resp_command(b"MGET", *keys), 1),
+                timeout=self.settings.redis_timeout_s * 2,
+            )
+            raws = replies[0]
+        except Exception:  # readiness reports it; never a 500
+            raws = [None] * len(views)
+        pairs = zip(views, raws, strict=True)
+        return {v: None if r is None else from_us(int(r)).isoformat() for v, r in pairs}
 
     def audit_health(self) -> str:
         """ "ok", or why the next decision's audit append would fail."""

@@ -32,6 +32,11 @@ class ServingSettings(BaseSettings):
     model_version: str = Field(
         "promoted", description='A model version under models/, or "promoted".'
     )
+    credit_model_version: str = Field(
+        "promoted",
+        description="The credit (PD) model for /v1/prescreen: a version under models/, or "
+        '"promoted" (the version promoted for the credit_v1 service).',
+    )
     shadow_model_version: str | None = Field(
         None,
         description="A challenger model version scored in shadow: every request the "

@@ -125,3 +125,24 @@ def _table_stub() -> dict:
     }
     machine = {"cpus": 2, "cpu": "x", "memory_gb": 1, "versions": versions}
     return {"size": "small", "machine": machine}
+
+
+def test_prescreen_is_judged_against_score_at_the_same_load() -> None:
+    import copy
+
+    from bench.score_verdict import PRESCREEN_P99_VS_SCORE_MAX, score_report
+
+    res = _recorded_score_load("score-http-recorded.json")
+    assert score_report(res)["prescreen"] is None  # runs from before it existed
+    ours = res["pitstore"]
+    for factor, met in ((1.1, True), (1.3, False)):
+        pre = copy.deepcopy(ours)
+        pre["p99_chunk_median_ms"] = ours["p99_chunk_median_ms"] * factor
+        pre["client_send_lag_p99_ms"] = 0.0
+        run = {**res, "pitstore": {**ours, "client_send_lag_p99_ms": 0.0}, "prescreen": pre}
+        report = score_report(run)["prescreen"]
+        assert report["p99_vs_score_same_load"] == pytest.approx(factor, abs=1e-3)
+        assert report["goal"] == {"p99_vs_score_max": PRESCREEN_P99_VS_SCORE_MAX, "met": met}
+    pre["errors"] = 3  # a failed pre-screen fails the goal whatever the latency
+    run = {**res, "prescreen": {**pre, "p99_chunk_median_ms": ours["p99_chunk_median_ms"]}}
+    assert score_report(run)["prescreen"]["goal"]["met"] is False
