@@ -341,11 +341,15 @@ FRAUD_V1 = FeatureService(
     views=(ACCOUNT_HOURLY, ACCOUNT_DAILY, MERCHANT_DAILY),
     description="Card fraud model v1: account velocity, account baseline, merchant risk.",
 )
-# Credit pre-screening v1: ledger behaviour plus the card-spend baseline.
+# Credit pre-screening v1: the account's cash flow and arrears from the ledger.
+# Not the card-spend views: a PD model learns from applications a year and more
+# old, and a bank's ledger history reaches back that far where its card feed
+# (here, as often, a later system) may not: an input missing in every training
+# row cannot inform the PD.
 CREDIT_V1 = FeatureService(
     name="credit_v1",
-    views=(ACCOUNT_LEDGER_DAILY, ACCOUNT_DAILY),
-    description="Credit pre-screening PD model v1: cash flow, arrears and spending baseline.",
+    views=(ACCOUNT_LEDGER_DAILY,),
+    description="Credit pre-screening PD model v1: cash flow, income regularity and arrears.",
 )
 FEATURE_SERVICES: tuple[FeatureService, ...] = (FRAUD_V1, CREDIT_V1)
 

@@ -67,7 +67,7 @@ REQUEST_DIRECTIONS: dict[str, int] = {
     # file, is routed by the trees on their own: it is not a point on this axis.)
     "months_since_last_default": -1,
 }
-# 0 elsewhere: the spending baseline (``account_daily``), balance volatility,
+# 0 elsewhere: balance volatility,
 # income spread, gross outflow, amount, term, payment and age have no direction
 # one can defend with everything else fixed (age in particular is U-shaped, and a
 # constraint on it would encode a policy, not a fact).
@@ -141,6 +141,17 @@ def fit_pd_model(
         raise CreditModelError(f"training rows need both outcomes; got {int(y.sum())} of {len(y)}")
     n_fit = int(len(train) * (1 - CALIBRATION_SHARE))
     x = train[list(columns)].to_numpy(dtype=np.float64)
+    unseen = [
+        c for c, known in zip(columns, ~np.isnan(x[:n_fit]).all(axis=0), strict=True) if not known
+    ]
+    if unseen:
+        # An input missing in every fitted row cannot inform the PD (and sklearn's
+        # binning fails on it): typically a view whose history starts after the
+        # applications do. Say which, rather than train a model blind to it.
+        raise CreditModelError(
+            f"inputs missing in every training row: {', '.join(unseen)} "
+            "(their history starts after these applications: backfill it, or drop them)"
+        )
     if not 0 < y[n_fit:].sum() < len(y) - n_fit:
         raise CreditModelError(
             "the calibration slice (the latest 20% of training) lacks an outcome"
