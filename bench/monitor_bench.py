@@ -8,7 +8,10 @@ so both contenders start from the same frames in memory.
 
 Contenders, each in a fresh process (``python -m bench.monitor_bench --child
 NAME``) so its peak RSS (VmHWM) is its own; untimed: imports and reading the
-parquet frames; timed: the computation, through to a JSON-ready result:
+parquet frames (both with one reader; pitstore asks for the columns the
+monitor reads, as ``monitor()`` does: its reference without the segments, its
+decisions without the challenger's columns); timed: the computation, through
+to a JSON-ready result:
 
 - ``pitstore``: the monitor's drift and performance parts, as ``monitor()``
   calls them: ``input_drift`` (PSI and missing rate per input, window and per
