@@ -8,7 +8,10 @@ so both contenders start from the same frames in memory.
 
 Contenders, each in a fresh process (``python -m bench.monitor_bench --child
 NAME``) so its peak RSS (VmHWM) is its own; untimed: imports and reading the
-parquet frames; timed: the computation, through to a JSON-ready result:
+parquet frames (both with one reader; pitstore asks for the columns the
+monitor reads, as ``monitor()`` does: its reference without the segments, its
+decisions without the challenger's columns); timed: the computation, through
+to a JSON-ready result:
 
 - ``pitstore``: the monitor's drift and performance parts, as ``monitor()``
   calls them: ``input_drift`` (PSI and missing rate per input, window and per
@@ -54,13 +57,19 @@ def _context(data: Path) -> dict[str, Any]:
     return json.loads((data / "context.json").read_text())  # type: ignore[no-any-return]
 
 
-def _frames(data: Path) -> tuple[Any, Any, Any]:
-    import pandas as pd
+def _read(path: Path, columns: list[str] | None = None) -> Any:
+    """A saved frame as both contenders read it: column by column, Arrow's
+    buffers freed as they are converted (no second, consolidated copy)."""
+    import pyarrow.parquet as pq
 
+    return pq.read_table(path, columns=columns).to_pandas(split_blocks=True, self_destruct=True)
+
+
+def _frames(data: Path) -> tuple[Any, Any, Any]:
     return (
-        pd.read_parquet(data / "reference.parquet"),
-        pd.read_parquet(data / "decisions.parquet"),
-        pd.read_parquet(data / "labels.parquet"),
+        _read(data / "reference.parquet"),
+        _read(data / "decisions.parquet"),
+        _read(data / "labels.parquet"),
     )
 
 
@@ -74,17 +83,19 @@ def _window(ctx: dict[str, Any]) -> Any:
 
 def child_pitstore(data: Path) -> dict[str, Any]:
     from pitstore.monitor import performance
-    from pitstore.monitor.reference import Reference, maturity
-    from pitstore.monitor.report import input_drift, prediction_drift
+    from pitstore.monitor.reference import maturity, read_reference
+    from pitstore.monitor.report import decision_columns, input_drift, prediction_drift
     from pitstore.monitor.settings import MonitorSettings
 
     ctx = _context(data)
     card, columns, window = ctx["card"], ctx["columns"], _window(ctx)
-    ref_frame, decisions, labels = _frames(data)
+    # only the columns the monitor reads (as monitor() does: no challenger here)
+    ref = read_reference(data / "reference.parquet", columns, None)
+    decisions = _read(data / "decisions.parquet", decision_columns(columns, shadow=False))
+    labels = _read(data / "labels.parquet")
     cfg = MonitorSettings()
     before = current_rss_mb()
     t0 = time.perf_counter()
-    ref = Reference(ref_frame, None, True, True)
     last = window.end.isoformat()
     inputs, alerts, _ = input_drift(ref, decisions, columns, cfg, last)
     prediction, p_alerts, _ = prediction_drift(ref, decisions, card, cfg, last)

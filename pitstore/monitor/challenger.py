@@ -63,9 +63,13 @@ def compare(
     """The ``challenger`` section, or None when no record of the window has a shadow.
 
     ``decisions``: report.load_decisions' frame (shadow_* columns included)."""
-    shadowed = decisions[decisions["shadow_version"].notna()]
-    if shadowed.empty:
+    has_shadow = decisions["shadow_version"].notna().to_numpy(dtype=bool)
+    if not has_shadow.any():
         return None
+    # the columns compared, then the rows: not a copy of every input
+    used = ["transaction_id", "decided_at", "decision", "score", "shadow_version"]
+    used += ["shadow_score", "shadow_decision", "shadow_error"]
+    shadowed = decisions[used][has_shadow]
     failed = shadowed[shadowed["shadow_error"].notna()]
     out: dict[str, Any] = {
         "mature_before": mature_before.isoformat(),

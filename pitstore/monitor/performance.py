@@ -20,6 +20,7 @@ import pandas as pd
 
 from pitstore.core.config import Settings
 from pitstore.monitor.alerts import alert
+from pitstore.monitor.grouping import groups
 from pitstore.monitor.settings import MonitorSettings
 from pitstore.training.labels import LabelPolicy, fraud_requests
 from pitstore.training.model import SEGMENTS, calibration_table, metrics
@@ -129,17 +130,30 @@ def weekly(
 
     ``decisions`` has transaction_id, decided_at (aware), score and the segments;
     ``days``: the window's first and last day (a week not inside it is not judged)."""
-    scored = decisions[decisions["score"].notna()]
-    young = scored["decided_at"] >= pd.Timestamp(mature_before)
-    joined = scored[~young].merge(labels, on="transaction_id", how="inner")
+    score = decisions["score"].to_numpy(dtype="float64")
+    has_score = ~np.isnan(score)
+    young_all = (decisions["decided_at"] >= pd.Timestamp(mature_before)).to_numpy(dtype=bool)
+    young = young_all[has_score]
+    # Only the columns a week's figures use, at the matured scored rows: the
+    # whole frame (every input) copied here, and again per week and segment.
+    take = has_score & ~young_all
+    narrow = pd.DataFrame(
+        {c: decisions[c].array[take] for c in ("transaction_id", "decided_at", *SEGMENTS)}
+    )
+    narrow["score"] = score[take]
+    joined = narrow.merge(labels, on="transaction_id", how="inner")
+    del narrow
     band = tuple(card["review_band"])
     threshold = float(card["threshold"])
     weeks: list[dict[str, Any]] = []
     if len(joined):
-        week = joined["decided_at"].dt.tz_convert("UTC").dt.tz_localize(None).dt.to_period("W-SUN")
-        for period, part in joined.groupby(week.dt.start_time, sort=True):
-            y = part["label"].to_numpy(dtype="int64")
-            p = part["score"].to_numpy(dtype="float64")
+        y_all = joined["label"].to_numpy(dtype="int64")
+        p_all = joined["score"].to_numpy(dtype="float64")
+        segment_keys = {s: joined[s].astype("string").fillna("?").to_numpy() for s in SEGMENTS}
+        when = joined["decided_at"].dt.tz_convert("UTC").dt.tz_localize(None)
+        week = when.dt.to_period("W-SUN").dt.start_time.to_numpy()
+        for period, rows in groups(week):
+            y, p = y_all[rows], p_all[rows]
             entry = {
                 "week": pd.Timestamp(period).date().isoformat(),
                 **_summary(y, p, threshold, cfg.min_week_rows, cfg.min_week_frauds),
@@ -147,7 +161,9 @@ def weekly(
                 "observed_over_expected": observed_over_expected(y, p),
                 "bands": score_bands(y, p, (float(band[0]), float(band[1]))),
                 "calibration": calibration_table(y, p, cfg.calibration_bins),
-                "segments": _segments(part, threshold, cfg),
+                "segments": _segments(
+                    y, p, {s: k[rows] for s, k in segment_keys.items()}, threshold, cfg
+                ),
             }
             if days is not None:
                 first = pd.Timestamp(period).date()
@@ -159,7 +175,7 @@ def weekly(
             weeks.append(entry)
     return {
         "mature_before": mature_before.isoformat(),
-        "decisions_scored": int(len(scored)),
+        "decisions_scored": int(has_score.sum()),
         "pending_maturity": int(young.sum()),
         "matured_without_label": int((~young).sum() - len(joined)),
         "baseline": base,
@@ -167,15 +183,20 @@ def weekly(
     }
 
 
-def _segments(part: pd.DataFrame, threshold: float, cfg: MonitorSettings) -> dict[str, Any]:
+def _segments(
+    y: np.ndarray,
+    p: np.ndarray,
+    keys: dict[str, np.ndarray],
+    threshold: float,
+    cfg: MonitorSettings,
+) -> dict[str, Any]:
+    """A week's figures per value of each segment (its missing values as ``?``)."""
     out: dict[str, Any] = {}
-    for seg in SEGMENTS:
+    for seg, values_of in keys.items():
         values: dict[str, Any] = {}
-        for key, sub in part.groupby(part[seg].astype("string").fillna("?"), sort=True):
-            y = sub["label"].to_numpy(dtype="int64")
-            p = sub["score"].to_numpy(dtype="float64")
+        for key, rows in groups(values_of):
             values[str(key)] = _summary(
-                y, p, threshold, cfg.min_segment_rows, cfg.min_segment_frauds
+                y[rows], p[rows], threshold, cfg.min_segment_rows, cfg.min_segment_frauds
             )
         out[seg] = values
     return out

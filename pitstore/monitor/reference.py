@@ -36,7 +36,7 @@ class ReferenceError(RuntimeError):
 
 @dataclass
 class Reference:
-    frame: pd.DataFrame  # feature columns, SCORE, LABEL, segments
+    frame: pd.DataFrame  # feature columns, SCORE, LABEL (and segments when just built)
     fingerprint: str | None
     matches_card: bool
     cached: bool
@@ -82,14 +82,21 @@ def cache_path(settings: Settings, version: str) -> Path:
     return models_dir(settings) / version / CACHE
 
 
+def read_reference(path: Path, columns: list[str], card_fingerprint: str | None) -> Reference:
+    """A saved reference: only the columns the monitor reads (its segments are not),
+    converted column by column (Arrow's buffers freed as they go, no consolidated copy)."""
+    table = pq.read_table(path, columns=[*columns, SCORE, LABEL])
+    meta = table.schema.metadata or {}
+    fp = meta.get(b"frame_fingerprint", b"").decode() or None
+    frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    return Reference(frame, fp, fp == card_fingerprint, True)
+
+
 def load_reference(settings: Settings, model: LoadedModel) -> Reference:
     """The cached reference, or rebuild, score and cache it (atomically)."""
     path = cache_path(settings, model.version)
     if path.exists():
-        table = pq.read_table(path)
-        meta = table.schema.metadata or {}
-        fp = meta.get(b"frame_fingerprint", b"").decode() or None
-        return Reference(table.to_pandas(), fp, fp == model.card.get("frame_fingerprint"), True)
+        return read_reference(path, model.feature_columns, model.card.get("frame_fingerprint"))
     card = model.card
     service = resolve_service(card.get("feature_service", "fraud_v1"))
     frame = build_fraud_frame(
