@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pitstore.core.credit_request import credit_request_features
+from pitstore.core.credit_request import APPLICATION_INPUTS, credit_request_features
 from pitstore.serving.fallback import (
     FEATURES_MISSING,
     FEATURES_STALE,
@@ -79,16 +79,7 @@ class RuleHit:
 
 def application_inputs(app: Mapping[str, Any]) -> dict[str, Any]:
     """The application as ``core.credit_request`` reads it (APPLICATION_INPUTS)."""
-    keys = (
-        "amount",
-        "term_months",
-        "stated_income",
-        "existing_debt",
-        "employment_months",
-        "applicant_age",
-        "months_since_last_default",
-    )
-    return {k: app.get(k) for k in keys}
+    return {k: app.get(k) for k in APPLICATION_INPUTS}
 
 
 def hard_rules(app: Mapping[str, Any]) -> list[RuleHit]:
