@@ -42,7 +42,8 @@ def test_materialize_then_feast_reads_newest(settings: Settings) -> None:
         transform_dbt(settings, w)
         for view in FEATURE_VIEWS:
             materialize_view(settings, view, w)
-        for view in FEATURE_VIEWS:
+        # This world lands card data only: the ledger view has no entity to read.
+        for view in (v for v in FEATURE_VIEWS if v.source == "transactions"):
             expected = as_known(settings, view, w)
             key = view.entity.join_key
             entity_rows = [{key: k} for k in sorted(expected)]

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from pitstore.cli.app import app as cli
 from pitstore.core.config import Settings
-from pitstore.core.spec import ACCOUNT_DAILY, ACCOUNT_LEDGER_DAILY
+from pitstore.core.spec import ACCOUNT_LEDGER_DAILY
 from pitstore.models.fast_model import with_fast_path
 from pitstore.models.registry import load_model
 from pitstore.serving.app import create_app
@@ -155,20 +155,18 @@ def test_missing_stale_unavailable_refer(
 ) -> None:
     home, _, frame = world
     now = datetime.now(UTC)
-    rows = passing_rows(frame, now).iloc[:3]
-    unknown, partial, stale = (rows.iloc[i] for i in range(3))
-    put_credit_features(settings.redis_url, rows.iloc[1:2], now, views=(ACCOUNT_DAILY,))
+    # credit_v1 reads one view, so an account is either unknown (no row) or
+    # has its row, fresh or stale; "features_missing" needs a second view.
+    rows = passing_rows(frame, now).iloc[:2]
+    unknown, stale = (rows.iloc[i] for i in range(2))
     old = ACCOUNT_LEDGER_DAILY.ttl + timedelta(days=2)
-    put_credit_features(settings.redis_url, rows.iloc[2:3], now, views=(ACCOUNT_LEDGER_DAILY,))
-    put_credit_features(settings.redis_url, rows.iloc[2:3], now, views=(ACCOUNT_DAILY,))
     put_credit_features(
-        settings.redis_url, rows.iloc[2:3], now, views=(ACCOUNT_LEDGER_DAILY,), age=old
+        settings.redis_url, rows.iloc[1:2], now, views=(ACCOUNT_LEDGER_DAILY,), age=old
     )
     ids = []
     with TestClient(create_app(serving(home, settings, tmp_path)), headers=AUTH) as http:
         for row, reason in (
             (unknown, "unknown_account"),
-            (partial, "features_missing"),
             (stale, "features_stale"),
         ):
             record = post(http, application(row, f"app-{reason}", now))
