@@ -23,6 +23,8 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from pitstore.core.config import Settings
+from pitstore.core.offline_layout import EventsError, event_files
+from pitstore.core.timeutil import from_us
 from pitstore.models.registry import LoadedModel
 from pitstore.monitor import quality
 from pitstore.monitor.alerts import alert, ordered
@@ -151,7 +153,15 @@ def performance(
             else "no verdict yet (no decision the model scored)"
         )
         return out, []
-    labels, _ = credit_requests(settings, credit_policy(window.report_ts, wait))
+    # What the store knows by the report date: the newest completed run's
+    # outcomes when the report date is later (the batch lags the serving day).
+    try:
+        newest = from_us(event_files(settings).watermark_us)
+    except EventsError as exc:
+        raise LabelError(str(exc)) from exc
+    known_by = min(window.report_ts, newest)
+    out["labels_known_by"] = known_by.isoformat()
+    labels, _ = credit_requests(settings, credit_policy(known_by, wait))
     known = labels.select(["application_id", LABEL]).to_pandas()
     joined = matured.merge(known, on="application_id", how="inner")
     y = joined[LABEL].to_numpy(dtype="int64")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from test_credit_frames import LAST, credit_home  # noqa: F401  (the module fixture)
+from test_credit_frames import LAST, RUN_EVERY, START, credit_home  # noqa: F401  (the module fixture)
 from typer.testing import CliRunner
 
 from pitstore.cli.app import app as cli
@@ -59,9 +59,8 @@ def body(a: pd.Series, **changes: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def world(
     credit_home: Settings,  # noqa: F811
-    tmp_path_factory: pytest.TempPathFactory,
 ) -> Any:
-    """(settings, audit dir, version, the world's recent applications)."""
+    """(settings, version, the world's recent applications)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="openmp"):
@@ -70,17 +69,23 @@ def world(
     apps = read_events(credit_home, "applications").to_pandas()
     apps["application_ts"] = pd.to_datetime(apps["application_ts"], utc=True)
     recent = apps[apps["application_ts"] >= pd.Timestamp(LAST) - timedelta(days=90)].tail(80)
-    return credit_home, tmp_path_factory.mktemp("audit"), report.version, recent
+    return credit_home, report.version, recent
 
 
 def decide(
-    world: Any, redis_url: str, bodies: list[dict[str, Any]], mp: pytest.MonkeyPatch
+    world: Any,
+    redis_url: str,
+    bodies: list[dict[str, Any]],
+    mp: pytest.MonkeyPatch,
+    audit: Path,
+    at: datetime = LAST,
 ) -> list[dict[str, Any]]:
-    """The bodies through /v1/prescreen (the real app, real Redis, real audit log)."""
-    home, audit, _, _ = world
+    """The bodies through /v1/prescreen (the real app, real Redis, real audit log),
+    with the credit views as known at ``at``."""
+    home, _, _ = world
     live = Settings(pitstore_home=home.home, redis_url=redis_url)
     for view in CREDIT_V1.views:
-        materialize_view(live, view, LAST)
+        materialize_view(live, view, at)
     key = new_key()
     mp.setenv("PITSTORE_HOME", str(home.home))
     mp.setenv("PITSTORE_AUDIT_DIR", str(audit))
@@ -118,10 +123,9 @@ def run_monitor(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[int, dict[str, Any],
 def test_credit_report_from_real_prescreens(
     world: Any, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    home, _, version, recent = world
-    records = decide(
-        world, settings.redis_url, [body(a) for _, a in recent.iterrows()], monkeypatch
-    )
+    home, version, recent = world
+    bodies = [body(a) for _, a in recent.iterrows()]
+    records = decide(world, settings.redis_url, bodies, monkeypatch, tmp_path / "audit")
     scored = [r for r in records if r["pd"] is not None]
     assert len(scored) >= MIN_ROWS, [(r["decision"], r["refer_reason"]) for r in records]
     code, doc, html = run_monitor(tmp_path, monkeypatch)
@@ -167,7 +171,7 @@ def test_credit_report_from_real_prescreens(
         body(a, application_id=f"{a['application_id']}-u18", applicant_age=17)
         for _, a in recent.iterrows()
     ]
-    decide(world, settings.redis_url, young, monkeypatch)
+    decide(world, settings.redis_url, young, monkeypatch, tmp_path / "audit")
     code, doc, _ = run_monitor(tmp_path / "after", monkeypatch)
     assert code == 1
     rule = [a for a in doc["alerts"] if a["kind"] == "rule_declines"]
@@ -181,10 +185,44 @@ def test_credit_report_from_real_prescreens(
 def test_fraud_service_refuses_a_credit_version(
     world: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    home, _, version, _ = world
+    home, version, _ = world
     monkeypatch.setenv("PITSTORE_HOME", str(home.home))
     res = CliRunner().invoke(
         cli, ["monitor", "--model", version, "--from", "2026-01-01", "--to", "2026-01-01"]
     )
     assert res.exit_code == 2
     assert "add --service credit_v1" in res.output
+
+
+def test_credit_verdict_on_matured_decisions(
+    world: Any, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Applications decided as of a day over 12 months before the report date:
+    judged against the outcomes the store knows (its newest run, the world's end)."""
+    home, version, _ = world
+    apps = read_events(home, "applications").to_pandas()
+    apps["application_ts"] = pd.to_datetime(apps["application_ts"], utc=True)
+    # a completed run's watermark (what materialize needs), over 12 months before
+    # the world's end: these applications' outcomes are in the store
+    at = START + timedelta(days=1 + RUN_EVERY)
+    assert at <= LAST - CREDIT_MATURITY
+    old = apps[
+        (apps["application_ts"] <= pd.Timestamp(at))
+        & (apps["application_ts"] > pd.Timestamp(at) - timedelta(days=30))
+    ].tail(60)
+    bodies = [body(a, application_ts=at.isoformat()) for _, a in old.iterrows()]
+    records = decide(world, settings.redis_url, bodies, monkeypatch, tmp_path / "audit", at)
+    scored = {r["application_id"] for r in records if r["pd"] is not None}
+    assert scored
+    _, doc, html = run_monitor(tmp_path, monkeypatch)
+    perf = doc["performance"]
+    verdict = perf["verdict"]
+    assert verdict is not None and perf["pending_maturity"] == 0
+    assert perf["labels_known_by"] == LAST.isoformat()
+    outcomes = read_events(home, "credit_outcomes").to_pandas().set_index("application_id")
+    known = outcomes.loc[outcomes.index.intersection(sorted(scored))]
+    assert verdict["rows"] == len(known) > 0
+    assert verdict["defaults"] == int(known["defaulted"].sum())
+    assert verdict["matured_without_label"] == len(scored) - len(known)
+    assert not verdict["judged"]  # a few dozen decisions: reported, not judged
+    assert "matured decisions" in html
