@@ -12,6 +12,7 @@ KINDS = (
     "fallback_rate",
     "prediction_drift",
     "decision_mix",
+    "rule_declines",
     "pr_auc_drop",
     "calibration",
     "segment_pr_auc_drop",

@@ -128,11 +128,52 @@ th { background: #eee; } .alert h2 { color: #b00; } .ok { color: #070; }
 """
 
 
+def _credit_verdict(perf: dict[str, Any]) -> str:
+    v = perf["verdict"]
+    if v is None:
+        return html.escape(perf["note"].capitalize()) + "."
+    oe = v["observed_over_expected"]
+    text = (
+        f"{v['rows']} matured decisions (applications before {perf['mature_before'][:10]}), "
+        f"{v['defaults']} defaults: observed default rate / mean PD "
+        f"{'n/a' if oe is None else f'{oe:.2f}'} (reference "
+        f"{v['reference_observed_over_expected'] or float('nan'):.2f})"
+    )
+    if not v["judged"]:
+        text += f"; {v['note']}"
+    return html.escape(text) + f"; {perf['pending_maturity']} decisions not matured yet."
+
+
+def _credit_mix(credit: dict[str, Any] | None) -> str:
+    """Credit: every decision's mix by day, rule declines and refers included."""
+    if credit is None:
+        return ""
+    names = list(credit["mix"])
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    head += "<th>rule declines</th><th>referred for data/model</th>"
+
+    def row(label: str, r: dict[str, Any]) -> str:
+        cells = "".join(f"<td>{r['mix'][n]:.1%}</td>" for n in names)
+        cells += f"<td>{r['rule_decline_share']:.1%}</td><td>{r['refer_for_data_rate']:.1%}</td>"
+        return f"<tr><td>{html.escape(label)}</td><td>{r['decisions']}</td>{cells}</tr>"
+
+    rows = [row(d["day"], d) for d in credit["days"]] + [row("window", credit)]
+    ref = credit["reference_rule_decline_share"]
+    ref_text = "n/a" if ref is None else f"{ref:.1%}"
+    return (
+        "<h2>Credit decisions</h2>"
+        f"<p>Rule declines in the reference frame: {ref_text}.</p>"
+        f"<table><tr><th>day</th><th>decisions</th>{head}</tr>{''.join(rows)}</table>"
+    )
+
+
 def render(doc: dict[str, Any]) -> str:
     perf = doc["performance"]
     weeks = perf.get("weeks", [])
     if "unavailable" in perf:
         perf_note = f"Performance not judged: {html.escape(perf['unavailable'])}"
+    elif "verdict" in perf:
+        perf_note = _credit_verdict(perf)
     else:
         perf_note = (
             f"{sum(w['judged'] for w in weeks)} judged week(s); "
@@ -154,6 +195,7 @@ def render(doc: dict[str, Any]) -> str:
         _psi_plot(doc),
         "<h2>Prediction drift</h2>",
         _score_plot(doc),
+        _credit_mix(doc.get("credit")),
         f"<h2>Performance on matured labels</h2><p>{perf_note}</p>",
         _calibration_plot(weeks),
         _segment_plot(weeks),

@@ -1,7 +1,9 @@
 """The reference a model is monitored against: its training frame's inputs and scores.
 
 The frame is rebuilt once through the model card (``label_policy`` and the
-feature service, with ``training.pipeline.build_fraud_frame``), checked against
+feature service, with ``training.pipeline.build_fraud_frame``, or
+``training.credit_pipeline.build_credit_frame`` for a credit model, whose
+reference also records which applications a hard rule would decline), checked against
 the card's ``frame_fingerprint``, scored by the model, and cached as
 ``models/<version>/reference.parquet``: daily runs read the cache.
 """
@@ -19,7 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pitstore.core.config import Settings
+from pitstore.core.credit_request import credit_request_frame
 from pitstore.models.registry import LoadedModel, models_dir
+from pitstore.serving.credit_rules import hard_rules
+from pitstore.training.credit_labels import LABEL as CREDIT_LABEL
+from pitstore.training.credit_pipeline import build_credit_frame, is_credit
 from pitstore.training.frames import resolve_service
 from pitstore.training.labels import LabelPolicy
 from pitstore.training.model import SEGMENTS, to_model_frame
@@ -27,6 +33,7 @@ from pitstore.training.pipeline import build_fraud_frame
 
 SCORE = "__score"
 LABEL = "__label"
+RULED = "__rule_declined"  # credit: 1.0 when a hard rule would decline the application
 CACHE = "reference.parquet"
 
 
@@ -52,6 +59,13 @@ class Reference:
     def labels(self) -> np.ndarray:
         """1.0 fraud, 0.0 genuine, NaN unlabelled (as in the training frame)."""
         return self.frame[LABEL].to_numpy(dtype="float64")
+
+    @property
+    def rule_declined(self) -> np.ndarray | None:
+        """Credit: whether a hard rule declines each reference application (else None)."""
+        if RULED not in self.frame:
+            return None
+        return self.frame[RULED].to_numpy(dtype="float64")
 
 
 def policy_from_card(card: dict[str, Any]) -> LabelPolicy:
@@ -85,11 +99,18 @@ def cache_path(settings: Settings, version: str) -> Path:
 def read_reference(path: Path, columns: list[str], card_fingerprint: str | None) -> Reference:
     """A saved reference: only the columns the monitor reads (its segments are not),
     converted column by column (Arrow's buffers freed as they go, no consolidated copy)."""
-    table = pq.read_table(path, columns=[*columns, SCORE, LABEL])
+    names = pq.read_schema(path).names
+    extra = [RULED] if RULED in names else []
+    table = pq.read_table(path, columns=[*columns, SCORE, LABEL, *extra])
     meta = table.schema.metadata or {}
     fp = meta.get(b"frame_fingerprint", b"").decode() or None
     frame = table.to_pandas(split_blocks=True, self_destruct=True)
     return Reference(frame, fp, fp == card_fingerprint, True)
+
+
+def application(row: dict[str, Any]) -> dict[str, Any]:
+    """A credit frame row as the hard rules read an application (NaN -> None)."""
+    return {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in row.items()}
 
 
 def load_reference(settings: Settings, model: LoadedModel) -> Reference:
@@ -99,15 +120,22 @@ def load_reference(settings: Settings, model: LoadedModel) -> Reference:
         return read_reference(path, model.feature_columns, model.card.get("frame_fingerprint"))
     card = model.card
     service = resolve_service(card.get("feature_service", "fraud_v1"))
-    frame = build_fraud_frame(
-        settings, policy_from_card(card), service=service.name, compare_modes=False
-    )
-    df = to_model_frame(frame.table, service)
-    out = df[model.feature_columns].astype("float64").copy()
-    out[SCORE] = model.predict_proba(df)
-    out[LABEL] = df["label"].astype("float64")
-    for seg in SEGMENTS:
-        out[seg] = df[seg].astype("string") if seg in df else pd.NA
+    policy = policy_from_card(card)
+    if is_credit(service.name):
+        frame = build_credit_frame(settings, policy, compare_modes=False)
+        df = credit_request_frame(frame.table.to_pandas(), service)
+        out = df[model.feature_columns].astype("float64").copy()
+        out[SCORE] = model.predict_proba(df)
+        out[LABEL] = df[CREDIT_LABEL].astype("float64")
+        out[RULED] = [float(bool(hard_rules(application(r)))) for r in df.to_dict("records")]
+    else:
+        frame = build_fraud_frame(settings, policy, service=service.name, compare_modes=False)
+        df = to_model_frame(frame.table, service)
+        out = df[model.feature_columns].astype("float64").copy()
+        out[SCORE] = model.predict_proba(df)
+        out[LABEL] = df["label"].astype("float64")
+        for seg in SEGMENTS:
+            out[seg] = df[seg].astype("string") if seg in df else pd.NA
     fp = str(frame.manifest["fingerprint"])
     table = pa.Table.from_pandas(out, preserve_index=False)
     table = table.replace_schema_metadata({b"frame_fingerprint": fp.encode()})

@@ -159,13 +159,22 @@ def _judge(
 
 
 def input_drift(
-    ref: Reference, decisions: pd.DataFrame, columns: list[str], cfg: MonitorSettings, last_day: str
+    ref: Reference,
+    decisions: pd.DataFrame,
+    columns: list[str],
+    cfg: MonitorSettings,
+    last_day: str,
+    scored: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Per input, over the window and by day: PSI and missing rate; alerts, warnings."""
+    """Per input, over the window and by day: PSI and missing rate; alerts, warnings.
+
+    ``columns``: the service's model inputs; ``scored``: the rows whose inputs
+    reached the model (default: those not on the fallback path)."""
     alerts: list[dict[str, Any]] = []
     warnings: list[dict[str, Any]] = []
     # Column by column on the scored rows' positions: no copy of the whole frame.
-    scored = ~decisions["fallback"].to_numpy(dtype=bool)
+    if scored is None:
+        scored = ~decisions["fallback"].to_numpy(dtype=bool)
     window_out = []
     day_rows = groups(decisions["day"].to_numpy()[scored])  # each day's positions, found once
     by_day: dict[str, list[dict[str, Any]]] = {str(d): [] for d, _ in day_rows}
@@ -205,15 +214,18 @@ def input_drift(
     )
 
 
-def reference_mix(ref: Reference, card: dict[str, Any]) -> dict[str, float]:
-    """The decision mix the reference's scores would have had (``scoring.decide``'s bands)."""
+def reference_mix(
+    ref: Reference, card: dict[str, Any], names: tuple[str, str, str] = DECISIONS
+) -> dict[str, float]:
+    """The decision mix the reference's scores would have had (``scoring.decide``'s
+    bands), named ``names`` (the service's words for approve / review / decline)."""
     low, high = review_band(card)
     scores = ref.scores
     n = len(scores) or 1
     declined = int((scores >= high).sum())
     reviewed = int(((scores >= low) & (scores < high)).sum())
-    shares = {"review": reviewed / n, "decline": declined / n}
-    return {"approve": (len(scores) - declined - reviewed) / n, **shares}
+    approved = len(scores) - declined - reviewed
+    return dict(zip(names, (approved / n, reviewed / n, declined / n), strict=True))
 
 
 def prediction_drift(
@@ -222,11 +234,16 @@ def prediction_drift(
     card: dict[str, Any],
     cfg: MonitorSettings,
     last_day: str,
+    names: tuple[str, str, str] = DECISIONS,
+    mixed: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Score PSI and decision mix (window and by day), fallback rate by day."""
+    """Score PSI and decision mix (window and by day), fallback rate by day.
+
+    ``names``: the service's decisions; ``mixed``: the rows the mix counts
+    (default all; credit counts the model's decisions only, as its reference)."""
     alerts: list[dict[str, Any]] = []
     warnings: list[dict[str, Any]] = []
-    ref_mix = reference_mix(ref, card)
+    ref_mix = reference_mix(ref, card, names)
     ref_scores = ref.scores
     edges = bin_edges(ref_scores, cfg.psi_bins)
     ref_counts = bin_counts(ref_scores, edges)
@@ -245,8 +262,8 @@ def prediction_drift(
         return d, scores
 
     def mix(rows: slice | np.ndarray) -> dict[str, float]:
-        part = decision[rows]
-        return {k: float((part == k).mean()) if len(part) else 0.0 for k in DECISIONS}
+        part = decision[rows] if mixed is None else decision[rows][mixed[rows]]
+        return {k: float((part == k).mean()) if len(part) else 0.0 for k in names}
 
     days, daily = [], {}
     for day, rows in groups(decisions["day"].to_numpy()):
