@@ -42,6 +42,9 @@ class SimParams:
     start: datetime = datetime(2026, 1, 5, tzinfo=UTC)
     bad_rate: float = 0.002
     materializer: Literal["pitstore", "feast"] = "pitstore"
+    # Account-ledger history before ``start`` (0: card data only). With it, every
+    # run also proves credit_v1's parity: a second source, its own late events.
+    credit_history_days: int = 120
 
 
 @dataclass
@@ -54,6 +57,7 @@ class SimRun:
     parity: OnlineParity
     transform_s: float
     materialize_s: float
+    credit_parity: OnlineParity | None = None  # credit_v1, when the world has a ledger
 
     @property
     def consistency(self) -> float | None:
@@ -68,7 +72,10 @@ class SimResult:
 
     @property
     def passed(self) -> bool:
-        return bool(self.runs) and all(r.parity.passed for r in self.runs)
+        return bool(self.runs) and all(
+            r.parity.passed and (r.credit_parity is None or r.credit_parity.passed)
+            for r in self.runs
+        )
 
 
 def pitstore_materialize(settings: Settings, watermark: datetime) -> int:
@@ -123,7 +130,7 @@ def newest_restated(settings: Settings, view: FeatureView, watermark: datetime) 
 def prepare(settings: Settings, params: SimParams) -> None:
     """Fresh simulation home with a generated landing zone; empty Redis database."""
     from pitstore.landing.zone import write_landing
-    from pitstore.synth.generate import GeneratorParams, generate
+    from pitstore.synth.generate import CreditParams, GeneratorParams, generate
 
     home = settings.home
     if home.exists() and any(home.iterdir()):
@@ -142,6 +149,11 @@ def prepare(settings: Settings, params: SimParams) -> None:
         seed=params.seed,
         start=params.start,
         bad_rate=params.bad_rate,
+        credit=(
+            CreditParams(history_days=params.credit_history_days)
+            if params.credit_history_days
+            else None
+        ),
     )
     write_landing(generate(gen), settings.landing)
     redis.Redis.from_url(settings.redis_url).flushdb()
@@ -160,7 +172,7 @@ def run_simulation(
     ``days`` limits the number of daily runs (default: all of ``params.days``).
     ``materialize`` replaces the materializer (tests inject broken ones).
     """
-    from pitstore.core.spec import FRAUD_V1
+    from pitstore.core.spec import CREDIT_V1, FRAUD_V1
     from pitstore.transform.dbt_engine import transform_dbt
 
     service = service or FRAUD_V1
@@ -177,6 +189,11 @@ def run_simulation(
         written = materialize(settings, w)
         t2 = time.perf_counter()
         parity = check_online(settings, service, w)
+        credit = (
+            check_online(settings, CREDIT_V1, w)
+            if params.credit_history_days and service is not CREDIT_V1
+            else None
+        )
         run = SimRun(
             watermark=w.isoformat(),
             rows_appended=sum(summary.rows_appended.values()),
@@ -186,6 +203,7 @@ def run_simulation(
             parity=parity,
             transform_s=round(t1 - t0, 2),
             materialize_s=round(t2 - t1, 2),
+            credit_parity=credit,
         )
         result.runs.append(run)
         if on_run:

@@ -242,7 +242,11 @@ def simulate(
             f"{p.seconds:.2f}",
         )
         mark = "ok" if p.passed else "FAIL"
-        console.print(f"  {run.watermark}: {mark} ({p.failures} failures)")
+        line = f"  {run.watermark}: {p.service} {mark} ({p.failures} failures)"
+        if (c := run.credit_parity) is not None:
+            credit_mark = "ok" if c.passed else "FAIL"
+            line += f"; {c.service} {credit_mark} ({c.compared} values, {c.failures} failures)"
+        console.print(line)
 
     try:
         result = run_simulation(sim_settings, params, on_run=on_run)
@@ -251,13 +255,16 @@ def simulate(
         raise
     console.print(table, width=max(console.width, 150))
     for run in result.runs:
-        for m in run.parity.mismatches[:5]:
+        checked = [run.parity, *([run.credit_parity] if run.credit_parity else [])]
+        for m in (m for p in checked for m in p.mismatches[:5]):
             console.print(
                 f"  [red]{run.watermark} {m.kind}[/] {m.view}.{m.feature} {m.entity}: "
                 f"online={m.online_value!r} offline={m.offline_value!r}"
             )
     verdict = (
-        "[green]PASS[/]: 100% parity after every run" if result.passed else "[bold red]FAIL[/]"
+        "[green]PASS[/]: 100% parity after every run (fraud_v1 and credit_v1)"
+        if result.passed
+        else "[bold red]FAIL[/]"
     )
     console.print(f"{verdict} ({len(result.runs)} runs, {result.seconds} s)")
     if not result.passed:

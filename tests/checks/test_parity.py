@@ -76,6 +76,10 @@ def test_simulation_full_parity_every_run_and_broken_paths_fail(settings: Settin
         assert p.passed, (run.watermark, p.failures, p.mismatches[:3])
         assert p.consistency == 1.0
     assert result.runs[-1].parity.entities == {"account_id": 200, "merchant_id": 40}
+    # The world has a ledger too: credit_v1 is proven after every run as well.
+    for run in result.runs:
+        c = run.credit_parity
+        assert c is not None and c.passed and c.compared > 0, (run.watermark, c)
     # The data really exercises the traps: restatements, of the newest boundary too.
     assert sum(r.rows_restated for r in result.runs) > 0
     assert sum(r.newest_restated for r in result.runs) > 0
