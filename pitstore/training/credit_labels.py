@@ -36,9 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pitstore.core.config import Settings
-from pitstore.core.offline_layout import APPLICATIONS_EVENTS_SCHEMA, EventsError, event_files
-from pitstore.core.timeutil import from_us, to_us
-from pitstore.training.labels import LabelError, LabelPolicy
+from pitstore.core.offline_layout import APPLICATIONS_EVENTS_SCHEMA
+from pitstore.training.labels import LabelError, LabelPolicy, label_window
 
 CREDIT_MATURITY = timedelta(days=365)
 LABEL = "defaulted"  # the frame's label column: 1 defaulted, 0 repaid
@@ -66,23 +65,9 @@ def credit_requests(settings: Settings, policy: LabelPolicy) -> tuple[pa.Table, 
             "credit frames never keep immature applications (--immature exclude): "
             "an immature cohort's known outcomes are its early defaults only"
         )
-    if policy.known_by.tzinfo is None:
-        raise LabelError("labels-known-by must be timezone-aware")
     if policy.maturity < timedelta(0):
         raise LabelError("label maturity must not be negative")
-    try:
-        found = event_files(settings)
-    except EventsError as exc:
-        raise LabelError(str(exc)) from exc
-    cut = to_us(policy.known_by)
-    mature_before = to_us(policy.known_by - policy.maturity)
-    lo = to_us(policy.start) if policy.start else -(2**62)
-    hi = min(to_us(policy.end), cut) if policy.end else cut
-    if cut > found.watermark_us:
-        raise LabelError(
-            f"labels-known-by {policy.known_by.isoformat()} is after the newest run "
-            f"({from_us(found.watermark_us).isoformat()}): what was known by then is not loaded yet"
-        )
+    found, cut, mature_before, lo, hi = label_window(settings, policy)
     con = duckdb.connect()
     try:
         con.execute(

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pitstore.core.config import Settings
-from pitstore.core.offline_layout import EventsError, event_files
+from pitstore.core.offline_layout import EventFiles, EventsError, event_files
 from pitstore.core.timeutil import from_us, to_us
 
 DEFAULT_MATURITY = timedelta(days=14)
@@ -63,10 +63,19 @@ class LabelPolicy:
         }
 
 
-def fraud_requests(settings: Settings, policy: LabelPolicy) -> tuple[pa.Table, dict[str, Any]]:
-    """Request rows (keys, ts, label, context) and the label audit."""
-    if policy.immature not in ("exclude", "mark"):
-        raise LabelError(f"immature must be 'exclude' or 'mark', not {policy.immature!r}")
+class LabelWindow(NamedTuple):
+    """What a label policy means in µs against the published events."""
+
+    found: EventFiles
+    cut: int  # known_by
+    mature_before: int  # rows older than this are mature
+    lo: int  # first event time included
+    hi: int  # event times strictly before this
+
+
+def label_window(settings: Settings, policy: LabelPolicy) -> LabelWindow:
+    """The events known at the newest run and the policy's bounds; shared by the
+    fraud and credit labels. Raises ``LabelError`` for a cutoff no run covers."""
     if policy.known_by.tzinfo is None:
         raise LabelError("labels-known-by must be timezone-aware")
     try:
@@ -74,14 +83,25 @@ def fraud_requests(settings: Settings, policy: LabelPolicy) -> tuple[pa.Table, d
     except EventsError as exc:
         raise LabelError(str(exc)) from exc
     cut = to_us(policy.known_by)
-    mature_before = to_us(policy.known_by - policy.maturity)
-    lo = to_us(policy.start) if policy.start else -(2**62)
-    hi = min(to_us(policy.end), cut) if policy.end else cut
     if cut > found.watermark_us:
         raise LabelError(
             f"labels-known-by {policy.known_by.isoformat()} is after the newest run "
             f"({from_us(found.watermark_us).isoformat()}): what was known by then is not loaded yet"
         )
+    return LabelWindow(
+        found,
+        cut,
+        to_us(policy.known_by - policy.maturity),
+        to_us(policy.start) if policy.start else -(2**62),
+        min(to_us(policy.end), cut) if policy.end else cut,
+    )
+
+
+def fraud_requests(settings: Settings, policy: LabelPolicy) -> tuple[pa.Table, dict[str, Any]]:
+    """Request rows (keys, ts, label, context) and the label audit."""
+    if policy.immature not in ("exclude", "mark"):
+        raise LabelError(f"immature must be 'exclude' or 'mark', not {policy.immature!r}")
+    found, cut, mature_before, lo, hi = label_window(settings, policy)
     con = duckdb.connect()
     try:
         # The events' timestamps as µs, as every cutoff below is.
